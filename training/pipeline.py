@@ -1,0 +1,121 @@
+"""The batch path, step by step: prepare data -> fit models -> evaluate -> export a bundle.
+
+`recsys demo` and `recsys benchmark quality` are both sequences of these steps, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recsys.bundle import sha256_of
+from recsys.data.importers import read_dataset
+from recsys.data.prepared import Prepared, load_prepared, write_prepared
+from recsys.data.sequences import LeaveOneOut, build_sequences, leave_one_out  # noqa: F401 (re-export)
+from recsys.data.validate import validate
+from recsys.evaluate import evaluate
+from recsys.models.als import ALSRecommender
+from recsys.models.base import Recommender
+from recsys.models.popularity import PopularityRecommender
+from training.model import GenerativeRecommender
+from training.presets import Preset
+
+MODEL_KINDS = ("popularity", "als", "lm")
+
+
+def prepare(
+    path: str | Path,
+    fmt: str,
+    out_dir: str | Path,
+    catalogue_path: str | Path | None = None,
+    max_reject_rate: float = 0.05,
+) -> Prepared:
+    """Read -> validate (rejects kept with reasons) -> write the prepared dataset -> load it back."""
+    validated = validate(read_dataset(path, fmt, catalogue_path=catalogue_path), max_reject_rate=max_reject_rate)
+    write_prepared(validated, out_dir)
+    return load_prepared(out_dir)
+
+
+def data_snapshot(dataset_dir: str | Path) -> dict[str, Any]:
+    """What a bundle was built from: the prepared dataset's path, summary and the events file's sha256."""
+    dataset_dir = Path(dataset_dir)
+    summary = json.loads((dataset_dir / "summary.json").read_text())
+    return {
+        "path": str(dataset_dir.resolve()),
+        "events_sha256": sha256_of(dataset_dir / "events.parquet"),
+        "events": summary.get("accepted"),
+        "rejected": summary.get("rejected"),
+        "users": summary.get("users"),
+        "items": summary.get("items"),
+    }
+
+
+def split(prepared: Prepared, max_len: int) -> LeaveOneOut:
+    return leave_one_out(build_sequences(prepared.events, prepared.vocab), max_len)
+
+
+def new_model(kind: str, preset: Preset, base_model: str | Path | None = None) -> Recommender:
+    if kind == "popularity":
+        return PopularityRecommender()
+    if kind == "als":
+        return ALSRecommender(**preset.als, seed=preset.train.seed)
+    if kind == "lm":
+        return GenerativeRecommender(preset.lm, preset.train, base_model=base_model)
+    raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
+
+
+def load_model(path: str | Path) -> Recommender:
+    from recsys.models.base import read_card
+
+    kind = read_card(path)["kind"]
+    cls = {"popularity": PopularityRecommender, "als": ALSRecommender, "lm": GenerativeRecommender}[kind]
+    return cls.load(path)
+
+
+def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, Any]:
+    """Fit on the training part of the split; returns wall time, tokens/s and size."""
+    started = time.perf_counter()
+    if isinstance(model, GenerativeRecommender):
+        model.fit(data.train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
+        return dict(model.stats)
+    model.fit(data.train, len(prepared.vocab), data.valid)
+    return {"train_wall_s": round(time.perf_counter() - started, 1)}
+
+
+def evaluate_splits(model: Recommender, data: LeaveOneOut) -> dict[str, Any]:
+    """The contract's shape: test (masked, the headline), test_unmasked, valid (masked)."""
+    test = evaluate(model, data.test)
+    valid = evaluate(model, data.valid)
+    return {"test": test["masked"], "test_unmasked": test["unmasked"], "valid": valid["masked"]}
+
+
+def hardware() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
+
+
+def results_document(dataset: str, command: str, models: dict[str, Any], extra: dict | None = None) -> dict:
+    return {
+        "dataset": dataset,
+        "protocol": "leave-one-out, full ranking over all items, ties against the model; test = masked "
+        "(history items removed, the headline), test_unmasked = history items rankable",
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hardware": hardware(),
+        "command": command,
+        **(extra or {}),
+        "models": models,
+    }
+
+
+def write_json(path: str | Path, payload: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2))
+    tmp.replace(path)
+    return path

@@ -1,0 +1,43 @@
+"""Per-dataset configuration presets (JSON files in training/presets/), chosen on the validation split."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.model import LMConfig, TrainConfig
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+@dataclass
+class Preset:
+    name: str
+    max_len: int
+    lm: LMConfig
+    train: TrainConfig
+    als: dict[str, Any] = field(default_factory=dict)
+
+
+def available() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+
+
+def load_preset(name_or_path: str, overrides: dict[str, Any] | None = None) -> Preset:
+    """A preset by name (training/presets/<name>.json) or path; `overrides` replace train fields."""
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = PRESETS_DIR / f"{name_or_path}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no preset {name_or_path!r}; available: {', '.join(available())} or a JSON path")
+    raw = json.loads(path.read_text())
+    train = {**raw.get("train", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
+    return Preset(
+        name=path.stem,
+        max_len=raw["max_len"],
+        lm=LMConfig(max_len=raw["max_len"], **raw.get("lm", {})),
+        train=TrainConfig(**train),
+        als=raw.get("als", {}),
+    )

@@ -1,0 +1,185 @@
+"""The fine-tuning loop: next-item cross-entropy over the full item vocabulary.
+
+Reads top to bottom: examples (sequence windows) -> length-bucketed batches -> AdamW with warmup + cosine
+decay, gradient clipping -> validation NDCG@10 every `eval_every` epochs -> early stopping, best weights kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from transformers import get_cosine_with_min_lr_schedule_with_warmup
+
+from recsys.data.sequences import HoldoutSet, Sequences
+from recsys.evaluate import evaluate
+from training.model import PAD_TOKEN_ID, GenerativeRecommender
+
+
+def training_windows(train: Sequences, max_len: int) -> list[np.ndarray]:
+    """Cut each sequence into windows of at most max_len + 1 items, from the end backwards.
+
+    A window of n items gives n - 1 next-item targets, so long histories (MovieLens) are used in full
+    instead of only their last max_len items.
+    """
+    windows = []
+    for seq in train.items:
+        end = len(seq)
+        while end >= 2:
+            start = max(0, end - max_len - 1)
+            windows.append(seq[start:end])
+            end = start + 1 if start > 0 else 0  # the next window predicts the item this one starts with
+    return windows
+
+
+def bucketed_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches of similar lengths (little padding), in random order; shuffled anew every epoch."""
+    order = rng.permutation(len(lengths))
+    chunk = batch_size * 50
+    batches = []
+    for start in range(0, len(order), chunk):
+        part = order[start : start + chunk]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[i : i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def collate(windows: list[np.ndarray], token_offset: int) -> tuple[torch.Tensor, ...]:
+    """Right-padded inputs, mask and item-index labels (-100 on padding) for next-item prediction."""
+    width = max(len(w) for w in windows) - 1
+    ids = np.full((len(windows), width), PAD_TOKEN_ID, dtype=np.int64)
+    labels = np.full((len(windows), width), -100, dtype=np.int64)
+    for row, w in enumerate(windows):
+        n = len(w) - 1
+        ids[row, :n] = w[:-1] + token_offset
+        labels[row, :n] = w[1:]
+    mask = (labels != -100).astype(np.int64)
+    return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
+
+
+def next_item_loss(model: GenerativeRecommender, ids, mask, labels) -> torch.Tensor:
+    """Cross-entropy of the next item over every item token, computed only at real positions."""
+    lm = model.lm
+    embeds = lm.get_input_embeddings()(ids)
+    embeds = F.dropout(embeds, p=model.config.embedding_dropout, training=lm.training)
+    positions = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+    hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    real = labels != -100
+    logits = hidden[real] @ model.item_embeddings().T
+    return F.cross_entropy(logits, labels[real])
+
+
+def param_groups(model: GenerativeRecommender, weight_decay: float) -> list[dict]:
+    """Weight decay on matrices (embeddings included), none on norms; frozen parameters left out."""
+    decay, no_decay = [], []
+    for param in model.lm.parameters():
+        if param.requires_grad:
+            (decay if param.dim() >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def freeze_lower_layers(model: GenerativeRecommender, n: int) -> None:
+    for layer in model.lm.get_decoder().layers[:n]:
+        for param in layer.parameters():
+            param.requires_grad_(False)
+
+
+def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet | None) -> None:
+    cfg = model.train_config
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    freeze_lower_layers(model, cfg.freeze_layers)
+
+    windows = training_windows(train, model.config.max_len)
+    if not windows:
+        raise ValueError("no training sequence has 2 or more items: nothing to learn from")
+    lengths = np.array([len(w) for w in windows])
+    steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98))
+    scheduler = get_cosine_with_min_lr_schedule_with_warmup(
+        optimizer,
+        num_warmup_steps=int(cfg.warmup_ratio * total_steps),
+        num_training_steps=total_steps,
+        min_lr_rate=cfg.min_lr_ratio,
+    )
+    valid = valid.subset(cfg.max_valid_users, seed=cfg.seed) if valid is not None else None
+
+    best_ndcg, best_state, evals_without_gain = -1.0, None, 0
+    started = time.perf_counter()
+    tokens_seen, train_seconds = 0, 0.0
+    progress = Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s  best NDCG@10 {task.fields[best]:.4f}"),
+        TimeElapsedColumn(),
+        transient=False,
+    )
+    with progress:
+        task = progress.add_task("train", total=total_steps, epoch=0, loss=float("nan"), tps=0.0, best=0.0)
+        for epoch in range(1, cfg.epochs + 1):
+            model.lm.train()
+            epoch_start, epoch_tokens, loss_sum = time.perf_counter(), 0, 0.0
+            for step, batch in enumerate(bucketed_batches(lengths, cfg.batch_size, rng), start=1):
+                ids, mask, labels = collate([windows[i] for i in batch], model.token_offset)
+                loss = next_item_loss(model, ids, mask, labels)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.lm.parameters(), cfg.grad_clip)
+                optimizer.step()
+                scheduler.step()
+                epoch_tokens += int(mask.sum())
+                loss_sum += loss.item()
+                if step % cfg.log_every == 0 or step == steps_per_epoch:
+                    tps = epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9)
+                    progress.update(
+                        task,
+                        completed=(epoch - 1) * steps_per_epoch + step,
+                        epoch=epoch,
+                        loss=loss_sum / step,
+                        tps=tps,
+                    )
+            train_seconds += time.perf_counter() - epoch_start
+            tokens_seen += epoch_tokens
+            out_of_time = cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes
+            if valid is None or (epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time):
+                continue
+            ndcg = evaluate(model, valid)["masked"]["NDCG@10"]
+            model.history.append(
+                {
+                    "epoch": epoch,
+                    "loss": loss_sum / steps_per_epoch,
+                    "valid_NDCG@10": ndcg,
+                    "wall_s": round(time.perf_counter() - started, 1),
+                }
+            )
+            if ndcg > best_ndcg:
+                best_ndcg, evals_without_gain = ndcg, 0
+                best_state = copy.deepcopy(model.lm.state_dict())
+            else:
+                evals_without_gain += 1
+            progress.update(task, best=best_ndcg)
+            if evals_without_gain >= cfg.patience or out_of_time:
+                progress.console.print(
+                    f"stopping after epoch {epoch}: "
+                    + ("time budget spent" if out_of_time else f"no gain in {cfg.patience} evaluations")
+                )
+                break
+    if best_state is not None:
+        model.lm.load_state_dict(best_state)
+    model.lm.eval()
+    model.stats = {
+        "train_wall_s": round(time.perf_counter() - started, 1),
+        "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
+        "epochs": epoch,
+        "best_valid_NDCG@10": best_ndcg,
+        "params": sum(p.numel() for p in model.lm.parameters()),
+    }
