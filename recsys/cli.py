@@ -54,7 +54,8 @@ def _tune_malloc() -> None:
 def data_validate(
     path: Path = typer.Argument(..., help="event file or dataset folder"),
     fmt: str = typer.Option("csv", "--format", "-f", help=FORMATS_HELP),
-    rejects: Path = typer.Option(None, help="where to write the rejected rows (parquet); default beside nothing"),
+    catalogue: Path = typer.Option(None, help="catalogue file (csv/parquet/sequences formats); enables unknown_item"),
+    rejects: Path = typer.Option(None, help="write the rejected rows, with a reason column, to this parquet file"),
     max_reject_rate: float = typer.Option(None, help="fail above this share of rejected rows (default 0.05)"),
 ) -> None:
     """Validate an event source: print the summary and keep every rejected row with its reason."""
@@ -63,7 +64,7 @@ def data_validate(
 
     rate = get_settings().max_reject_rate if max_reject_rate is None else max_reject_rate
     try:
-        result = validate(read_dataset(path, fmt), max_reject_rate=1.0)
+        result = validate(read_dataset(path, fmt, catalogue_path=catalogue), max_reject_rate=1.0)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     if rejects is not None:
@@ -80,6 +81,7 @@ def data_import(
     path: Path = typer.Argument(..., help="event file or dataset folder"),
     out: Path = typer.Option(..., help="prepared dataset directory to write"),
     fmt: str = typer.Option("csv", "--format", "-f", help=FORMATS_HELP),
+    catalogue: Path = typer.Option(None, help="catalogue file (csv/parquet/sequences formats)"),
     max_reject_rate: float = typer.Option(None, help="fail above this share of rejected rows (default 0.05)"),
 ) -> None:
     """Read, validate and write a prepared dataset (events, catalogue, rejects, vocabulary, summary)."""
@@ -88,8 +90,10 @@ def data_import(
     from recsys.data.validate import validate
 
     rate = get_settings().max_reject_rate if max_reject_rate is None else max_reject_rate
+    out.mkdir(parents=True, exist_ok=True)
     try:
-        write_prepared(validate(read_dataset(path, fmt), max_reject_rate=rate), out)
+        raw = read_dataset(path, fmt, catalogue_path=catalogue)
+        write_prepared(validate(raw, max_reject_rate=rate, rejects_path=out / "rejects.parquet"), out)
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
     console.print(f"prepared dataset written to [bold]{out}[/]")
@@ -297,6 +301,78 @@ def benchmark_quality(
         )
     except (FileNotFoundError, ValueError) as exc:
         _fail(str(exc))
+
+
+# -- the online service ----------------------------------------------------------------------------------
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="interface (default RECSYS_HOST or 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default RECSYS_PORT or 8000)"),
+    workers: int = typer.Option(None, help="uvicorn worker processes (default RECSYS_WORKERS or 1)"),
+    bundles: Path = typer.Option(
+        None, help="bundles root with CURRENT (default RECSYS_BUNDLES_ROOT or <work_dir>/bundles)"
+    ),
+    journal: Path = typer.Option(None, help="event journal file (default <work_dir>/journal/events.sqlite3)"),
+) -> None:
+    """Run the online service (uvicorn): recommendations, events, hot reload, /metrics; admin key: RECSYS_API_KEY."""
+    from serving.server import run
+
+    overrides = {"host": host, "port": port, "workers": workers, "bundles_root": bundles, "journal_path": journal}
+    try:
+        settings = get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    except ValueError as exc:
+        _fail(str(exc))
+    console.print(
+        f"serving {settings.bundles_dir} on http://{settings.host}:{settings.port} ({settings.workers} worker(s))"
+    )
+    run(settings)
+
+
+@benchmark_app.command("serving")
+def benchmark_serving(
+    bundle: list[str] = typer.Option(None, help="NAME=PATH of a bundle (directory or root); repeat for each size"),
+    checkpoint: list[str] = typer.Option(
+        None, help="NAME=MODEL_DIR: the LM checkpoint of bundle NAME, for the baseline"
+    ),
+    duration: float = typer.Option(10.0, help="seconds of each measured phase (in-process, c=1, c=N)"),
+    warmup: float = typer.Option(2.0, help="seconds of unmeasured load before each server's phases"),
+    concurrency: int = typer.Option(16, min=1, max=256, help="clients of the throughput phase"),
+    workers: int = typer.Option(1, min=1, help="uvicorn workers of the service and of the baseline"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/serving.json)"),
+) -> None:
+    """Latency and throughput of the real service vs a torch-in-FastAPI baseline, loopback only, bounded in time."""
+    from serving.benchmark import RESULTS, run_serving_benchmark
+
+    def pairs(values: list[str] | None, what: str) -> dict[str, Path]:
+        parsed = {}
+        for value in values or []:
+            name, sep, path = value.partition("=")
+            if not sep or not name or not path:
+                _fail(f"--{what} takes NAME=PATH, got {value!r}")
+            parsed[name] = Path(path)
+        return parsed
+
+    bundles = pairs(bundle, "bundle") or {"current": get_settings().bundles_dir}
+    try:
+        run_serving_benchmark(
+            bundles,
+            pairs(checkpoint, "checkpoint"),
+            duration_s=duration,
+            warmup_s=warmup,
+            concurrency=concurrency,
+            workers=workers,
+            out=out or RESULTS,
+            command=" ".join(["recsys", *sys.argv[1:]]),
+            log=console.print,
+        )
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        from recsys.bundle import BundleError
+
+        if isinstance(exc, BundleError):
+            _fail(str(exc))
+        raise
 
 
 # -- helpers -----------------------------------------------------------------------------------------------

@@ -167,6 +167,11 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             else:
                 evals_without_gain += 1
             progress.update(task, best=best_ndcg)
+            progress.console.print(
+                f"epoch {epoch}: loss {loss_sum / steps_per_epoch:.4f}, valid NDCG@10 {ndcg:.4f} "
+                f"(best {best_ndcg:.4f}), {epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9):,.0f} tok/s, "
+                f"{time.perf_counter() - started:.0f} s"
+            )
             if evals_without_gain >= cfg.patience or out_of_time:
                 progress.console.print(
                     f"stopping after epoch {epoch}: "
