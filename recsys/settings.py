@@ -44,6 +44,11 @@ class Settings(BaseSettings):
     live_history_len: int = Field(
         default=200, ge=1, description="live events kept per user on top of the bundle's history"
     )
+    engine_thread: bool = Field(
+        default=True,
+        description="score on a dedicated thread per worker (onnxruntime and FAISS release the GIL, so HTTP "
+        "handling overlaps with scoring); false: score on the event loop",
+    )
     access_log: bool = Field(default=True, description="one JSON log line per request")
     log_level: str = Field(default="info")
 

@@ -141,10 +141,8 @@ def test_promotion_under_steady_traffic_switches_once_with_no_failures(bundles_r
         assert "items.faiss" in message and f"still serving {new}" in message and str(tmp_path) not in message
         metrics = client.get("/metrics").text
         assert 'recsys_bundle_reloads_total{result="failed"}' in metrics
-        assert (
-            f'recsys_bundle_info{{version="{new}"}} 1.0' in metrics
-            and old not in metrics.split("recsys_bundle_info")[2]
-        )
+        info = [line for line in metrics.splitlines() if line.startswith("recsys_bundle_info{")]
+        assert info == [f'recsys_bundle_info{{version="{new}"}} 1.0'], info
 
         # Pointing CURRENT back at the good bundle needs no reload (it is serving); the old one can come back.
         _point_current_at(bundles_root, old)

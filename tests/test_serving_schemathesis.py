@@ -3,8 +3,8 @@ invalid, must never get a 5xx; every response must match its documented status c
 and every schema-violating request must be refused.
 
 The `st run` command in a subprocess rather than schemathesis' pytest plugin: the plugin (4.32) does not work
-with pytest 9. Bounded: a fixed seed and number of examples per operation (~10 s here), no network beyond
-127.0.0.1.
+with pytest 9. Bounded by a fixed seed and number of examples per operation (~10 s here; no --max-time, which
+is a budget the fuzzing phase fills rather than a cap), and loopback only.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def test_api_conforms_to_its_openapi_document(tiny_bundle, tmp_path):
     with ServerProcess(root, tmp_path, env=env) as server:
         command = [sys.executable, "-m", "schemathesis.cli", "run", f"{server.url}/openapi.json"]
         command += ["--checks", CHECKS, "--max-examples", "30", "--seed", "1", "--workers", "1"]
-        command += ["--request-timeout", "10", "--max-time", "60", "-H", f"X-API-Key: {API_KEY}"]
+        command += ["--request-timeout", "10", "-H", f"X-API-Key: {API_KEY}"]
         out = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
     report = out.stdout[-6000:] + out.stderr[-2000:]
     assert out.returncode == 0, report

@@ -6,6 +6,7 @@ format + preset. The summary follows the benchmark-results contract of DESIGN.md
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -111,6 +112,137 @@ def run_quality_benchmark(
         {"source": str(source), "format": source_fmt, "data_summary": prepared.summary},
     )
     target = out or RESULTS_DIR / f"quality-{dataset}.json"
+    pipeline.write_json(target, document)
+    console.print(f"summary written to [bold]{target}[/]")
+    return document
+
+
+def run_slates_benchmark(
+    dataset: str,
+    *,
+    n: int,
+    beam_width: int,
+    preset: str | None,
+    data_root: Path,
+    max_minutes: float | None,
+    max_users: int | None,
+    console: Console,
+    command: str,
+    out: Path | None = None,
+) -> dict:
+    """Generated next-n slates (beam search) vs the top-n of one ranking step, on a multi-step holdout."""
+    from recsys.data.sequences import build_sequences, multi_step_holdout
+    from training.generate import generate_slates, slate_metrics
+
+    work = get_settings().work_dir / "benchmarks" / f"slates-{dataset}"
+    source, source_fmt, default_preset = resolve_dataset(dataset, None, None, Path(data_root), work)
+    prepared = pipeline.prepare(source, source_fmt, work / "dataset")
+    chosen = load_preset(preset or default_preset, {"max_minutes": max_minutes})
+    holdout = multi_step_holdout(build_sequences(prepared.events, prepared.vocab), n, chosen.max_len)
+    console.print(f"{len(holdout.user_ids)} users evaluated on their last {n} events")
+    model = pipeline.new_model("lm", chosen)
+    model.fit(holdout.train, len(prepared.vocab), holdout.valid, vocab=prepared.vocab)
+    model.save(work / "lm")
+
+    count = min(max_users or len(holdout.user_ids), len(holdout.user_ids))
+    inputs, futures = holdout.inputs[:count], holdout.futures[:count]
+    ranked, _ = model.recommend(inputs, k=n, exclude_seen=True)
+    results = {"top_n_one_step": slate_metrics(ranked, futures)}
+    for width in sorted({1, beam_width}):
+        name = "generated_greedy" if width == 1 else f"generated_beam{width}"
+        results[name] = slate_metrics(generate_slates(model, inputs, n=n, beam_width=width), futures)
+    for name, metrics in results.items():
+        console.print(f"{name:>20}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k != "users"))
+    document = {
+        "dataset": dataset,
+        "protocol": f"multi-step holdout: users with >= {n + 3} events; the last {n} events are the future; "
+        f"the model trains on the events before them (minus one validation event); input = the last "
+        f"{chosen.max_len} events before the future; history items excluded from every slate",
+        "date": pipeline.results_document(dataset, command, {})["date"],
+        "hardware": pipeline.hardware(),
+        "command": command,
+        "n": n,
+        "users": count,
+        "train": model.stats,
+        "results": results,
+    }
+    target = out or RESULTS_DIR / f"slates-{dataset}.json"
+    pipeline.write_json(target, document)
+    console.print(f"summary written to [bold]{target}[/]")
+    return document
+
+
+def measure_throughput(
+    lm_config, n_items: int, lengths: np.ndarray, batch_size: int, steps: int, seed: int = 0
+) -> dict[str, float]:
+    """Real (unpadded) training tokens/s of the trainer's own step on random windows of the given lengths."""
+    import time
+
+    import torch
+
+    from recsys.data.vocab import ItemVocab
+    from training.model import GenerativeRecommender, TrainConfig
+    from training.train import bucketed_batches, collate, next_item_loss
+
+    rng = np.random.default_rng(seed)
+    model = GenerativeRecommender(lm_config, TrainConfig(seed=seed))
+    model.init_model(ItemVocab([str(i) for i in range(n_items)]))
+    model.lm.train()
+    optimizer = torch.optim.AdamW(model.lm.parameters(), lr=1e-3)
+    windows = [rng.integers(0, n_items, size=int(n)) for n in lengths]
+    batches = bucketed_batches(lengths, batch_size, rng)
+    timings, tokens, padded = [], [], []
+    for step in range(steps + 2):  # two warm-up steps are not timed
+        ids, mask, labels = collate([windows[i] for i in batches[step % len(batches)]], model.token_offset)
+        started = time.perf_counter()
+        loss = next_item_loss(model, ids, mask, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if step >= 2:
+            timings.append(time.perf_counter() - started)
+            tokens.append(int(mask.sum()))
+            padded.append(mask.numel())
+    return {
+        "real_tokens_per_s": round(sum(tokens) / sum(timings), 1),
+        "median_step_ms": round(1000 * float(np.median(timings)), 2),
+        "padding_share": round(1 - sum(tokens) / sum(padded), 4),
+        "steps": steps,
+        "batch_size": batch_size,
+        "n_items": n_items,
+        "max_len": lm_config.max_len,
+    }
+
+
+# items of the catalogue each preset is meant for (the throughput benchmark's vocabulary size)
+PRESET_CATALOGUE_SIZES = {"amazon": 12101, "movielens": 3706, "synthetic": 600}
+
+
+def run_throughput_benchmark(steps: int, console: Console, command: str, out: Path | None = None) -> dict:
+    from training.model import LMConfig
+
+    results = {}
+    fixed = LMConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, max_len=200)
+    rng = np.random.default_rng(0)
+    results["fixed_h64_l2_len200_b128"] = measure_throughput(fixed, 4000, np.full(128 * 8, 201), 128, steps)
+    for name, n_items in PRESET_CATALOGUE_SIZES.items():
+        chosen = load_preset(name)
+        # window lengths spread evenly over 2..max_len+1, as the trainer cuts real sequences
+        lengths = rng.integers(2, chosen.max_len + 2, size=chosen.train.batch_size * 16)
+        results[f"preset_{name}"] = measure_throughput(chosen.lm, n_items, lengths, chosen.train.batch_size, steps)
+    for name, figures in results.items():
+        console.print(
+            f"{name:>28}: {figures['real_tokens_per_s']:>10,.0f} real tokens/s, "
+            f"median step {figures['median_step_ms']:.1f} ms, padding {figures['padding_share']:.1%}"
+        )
+    document = {
+        "date": pipeline.results_document("", command, {})["date"],
+        "hardware": pipeline.hardware(),
+        "command": command,
+        "malloc_tuned": os.environ.get("MALLOC_MMAP_MAX_") == "0",
+        "results": results,
+    }
+    target = out or RESULTS_DIR / "train-throughput.json"
     pipeline.write_json(target, document)
     console.print(f"summary written to [bold]{target}[/]")
     return document

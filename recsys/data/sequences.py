@@ -94,3 +94,42 @@ def leave_one_out(sequences: Sequences, max_len: int) -> LeaveOneOut:
         test=HoldoutSet(test_users, test_inputs, np.asarray(test_targets, dtype=np.int64)),
         max_len=max_len,
     )
+
+
+@dataclass
+class MultiStepHoldout:
+    """The last `n` events of each evaluated user are the future to predict; models fit on what precedes them."""
+
+    train: Sequences
+    valid: HoldoutSet  # next single event after the training part, for early stopping
+    user_ids: list[str]
+    inputs: list[np.ndarray]
+    futures: list[np.ndarray]  # the actual next n events, in time order
+
+
+def multi_step_holdout(sequences: Sequences, n: int, max_len: int) -> MultiStepHoldout:
+    """Users with at least n + 3 events are evaluated on their last n; everything before is for training
+    (minus one validation event), so no event of the future is ever trained on."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    train_items, valid_users, valid_inputs, valid_targets = [], [], [], []
+    users, inputs, futures = [], [], []
+    for user_id, seq in zip(sequences.user_ids, sequences.items, strict=True):
+        if len(seq) < n + MIN_EVENTS_FOR_EVALUATION:
+            train_items.append(seq)
+            continue
+        past, future = seq[:-n], seq[-n:]
+        train_items.append(past[:-1])
+        valid_users.append(user_id)
+        valid_inputs.append(past[:-1][-max_len:])
+        valid_targets.append(past[-1])
+        users.append(user_id)
+        inputs.append(past[-max_len:])
+        futures.append(future)
+    return MultiStepHoldout(
+        train=Sequences(list(sequences.user_ids), train_items),
+        valid=HoldoutSet(valid_users, valid_inputs, np.asarray(valid_targets, dtype=np.int64)),
+        user_ids=users,
+        inputs=inputs,
+        futures=futures,
+    )
