@@ -107,3 +107,17 @@ def test_frozen_layers_do_not_change():
     for a, b in zip(before, model.lm.get_decoder().layers[0].parameters(), strict=True):
         assert torch.equal(a, b)
     assert any(not torch.equal(a, b) for a, b in zip(upper, model.lm.get_decoder().layers[1].parameters(), strict=True))
+
+
+def test_refit_trains_again_on_the_validation_events_for_the_chosen_epochs(tiny_prepared, tiny_split):
+    from training import pipeline
+
+    prepared, _ = tiny_prepared
+    cfg = LMConfig(hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32, max_len=20)
+    model = GenerativeRecommender(cfg, TrainConfig(epochs=4, batch_size=64, patience=2, refit_with_valid=True))
+    stats = pipeline.fit(model, tiny_split, prepared)
+    assert stats["epochs"] == stats["selection"]["best_epoch"]  # the refit ran exactly the chosen epochs
+    assert set(stats["valid_metrics"]) >= {"HR@10", "NDCG@10"}  # valid is measured before the refit saw it
+    assert sum(map(len, tiny_split.train_with_valid.items)) == sum(map(len, tiny_split.train.items)) + len(
+        tiny_split.valid
+    )

@@ -117,7 +117,8 @@ def test_graceful_stop_commits_and_restart_replays_live_history(tiny_bundle, tmp
     with ServerProcess(root, tmp_path / "a", journal=journal) as server:
         response = httpx.post(server.url + "/v1/events", json={"events": events}, timeout=10)
         assert response.json()["accepted"] == 5
-    with ServerProcess(root, tmp_path / "b", journal=journal) as server:
+    # The second server scores on the event loop (engine_thread off): both modes serve the same answers.
+    with ServerProcess(root, tmp_path / "b", journal=journal, env={"RECSYS_ENGINE_THREAD": "false"}) as server:
         body = httpx.get(server.url + "/v1/users/replay-user/recommendations", timeout=10).json()
         assert body["fallback"] is False and body["history_length"] == 5
         assert not {i["item_id"] for i in body["items"]} & set(items[:5])

@@ -86,7 +86,9 @@ def run_quality_benchmark(
             console.print(f"[bold]{kind}[/] seed {seed}: training on {len(data.train.items)} sequences")
             stats = pipeline.fit(model, data, prepared)
             model.save(work / "models" / f"{kind}-seed{seed}")
-            runs.append({**pipeline.evaluate_splits(model, data), **stats, "seed": seed})
+            runs.append(
+                {**pipeline.evaluate_splits(model, data, stats.pop("valid_metrics", None)), **stats, "seed": seed}
+            )
             console.print(metrics_table(f"{kind} seed {seed} (test, masked)", {kind: runs[-1]}))
         entry = dict(runs[0])
         if len(runs) > 1:

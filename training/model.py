@@ -64,6 +64,10 @@ class TrainConfig:
     seed: int = 0
     num_threads: int = 0  # 0: every core
     max_minutes: float = 0.0  # wall-clock budget, 0 = none
+    # After early stopping picks the epoch count on validation, train again from scratch for that many
+    # epochs on everything but the test events (the validation events included): the test-time model then
+    # knows each user's most recent interaction, as a production model retrained nightly would.
+    refit_with_valid: bool = False
     log_every: int = 20
     extra: dict = field(default_factory=dict)
 

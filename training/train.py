@@ -63,6 +63,45 @@ def collate(windows: list[np.ndarray], token_offset: int) -> tuple[torch.Tensor,
     return torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
 
 
+class FusedLinearCrossEntropy(torch.autograd.Function):
+    """Cross-entropy of `hidden @ weight.T` without materialising all the logits.
+
+    The full-vocabulary softmax is memory-bound on CPU: for 12k tokens x 3.6k items the logits and their
+    gradient are ~350 MB that stream through memory twice. Here the logits of `chunk` tokens at a time stay
+    in cache, and the gradients (softmax - one-hot) are computed in the forward pass, so backward only
+    scales them. Same values as F.cross_entropy (tested); about 2x faster on the training step's largest op.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+        n = hidden.shape[0]
+        grad_hidden = torch.empty_like(hidden)
+        grad_weight = torch.zeros_like(weight)
+        total = hidden.new_zeros(())
+        for start in range(0, n, chunk):
+            h, y = hidden[start : start + chunk], labels[start : start + chunk]
+            logits = h @ weight.T
+            log_norm = torch.logsumexp(logits, dim=1)
+            total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
+            probs = logits.sub_(log_norm[:, None]).exp_()
+            probs[torch.arange(len(y)), y] -= 1.0
+            grad_hidden[start : start + chunk] = probs @ weight
+            grad_weight.addmm_(probs.T, h)
+        ctx.save_for_backward(grad_hidden / n, grad_weight / n)
+        return total / n
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None
+
+
+def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 512):
+    if not torch.is_grad_enabled():
+        return F.cross_entropy(hidden @ weight.T, labels)
+    return FusedLinearCrossEntropy.apply(hidden, weight, labels, chunk)
+
+
 def next_item_loss(model: GenerativeRecommender, ids, mask, labels) -> torch.Tensor:
     """Cross-entropy of the next item over every item token, computed only at real positions."""
     lm = model.lm
@@ -71,8 +110,7 @@ def next_item_loss(model: GenerativeRecommender, ids, mask, labels) -> torch.Ten
     positions = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
     hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
     real = labels != -100
-    logits = hidden[real] @ model.item_embeddings().T
-    return F.cross_entropy(logits, labels[real])
+    return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real])
 
 
 def param_groups(model: GenerativeRecommender, weight_decay: float) -> list[dict]:
@@ -113,7 +151,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
     )
     valid = valid.subset(cfg.max_valid_users, seed=cfg.seed) if valid is not None else None
 
-    best_ndcg, best_state, evals_without_gain = -1.0, None, 0
+    best_ndcg, best_state, best_epoch, evals_without_gain = -1.0, None, cfg.epochs, 0
     started = time.perf_counter()
     tokens_seen, train_seconds = 0, 0.0
     progress = Progress(
@@ -162,7 +200,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 }
             )
             if ndcg > best_ndcg:
-                best_ndcg, evals_without_gain = ndcg, 0
+                best_ndcg, best_epoch, evals_without_gain = ndcg, epoch, 0
                 best_state = copy.deepcopy(model.lm.state_dict())
             else:
                 evals_without_gain += 1
@@ -186,5 +224,6 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
         "epochs": epoch,
         "best_valid_NDCG@10": best_ndcg,
+        "best_epoch": best_epoch,
         "params": sum(p.numel() for p in model.lm.parameters()),
     }

@@ -66,6 +66,7 @@ class LeaveOneOut:
     valid: HoldoutSet
     test: HoldoutSet
     max_len: int
+    train_with_valid: Sequences  # every sequence minus its test event: for a refit once epochs are chosen
 
 
 def leave_one_out(sequences: Sequences, max_len: int) -> LeaveOneOut:
@@ -73,12 +74,15 @@ def leave_one_out(sequences: Sequences, max_len: int) -> LeaveOneOut:
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     train_items: list[np.ndarray] = []
+    train_with_valid: list[np.ndarray] = []
     valid_users, valid_inputs, valid_targets = [], [], []
     for user_id, seq in zip(sequences.user_ids, sequences.items, strict=True):
         if len(seq) < MIN_EVENTS_FOR_EVALUATION:
             train_items.append(seq)
+            train_with_valid.append(seq)
             continue
         train_items.append(seq[:-2])
+        train_with_valid.append(seq[:-1])
         valid_users.append(user_id)
         valid_inputs.append(seq[:-2][-max_len:])
         valid_targets.append(seq[-2])
@@ -93,6 +97,7 @@ def leave_one_out(sequences: Sequences, max_len: int) -> LeaveOneOut:
         valid=HoldoutSet(valid_users, valid_inputs, np.asarray(valid_targets, dtype=np.int64)),
         test=HoldoutSet(test_users, test_inputs, np.asarray(test_targets, dtype=np.int64)),
         max_len=max_len,
+        train_with_valid=Sequences(list(sequences.user_ids), train_with_valid),
     )
 
 

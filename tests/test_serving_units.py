@@ -1,0 +1,89 @@
+"""Small pieces of the service that need no server: error messages without paths, live histories, the
+timestamp and integer rules of the request schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from recsys.bundle import BundleError
+from serving.journal import JournalRow
+from serving.live import LiveHistory
+from serving.schemas import Event, RecommendRequest
+from serving.state import public_message
+
+
+def test_public_message_keeps_versions_and_file_names_but_no_server_path(tmp_path):
+    root = tmp_path / "bundles"
+    exc = BundleError(f"bundle {root}/v2 is corrupt: items.faiss has sha256 abc…, manifest says def…")
+    assert public_message(exc, root) == "bundle v2 is corrupt: items.faiss has sha256 abc…, manifest says def…"
+    other = BundleError("cannot read /var/lib/secret/place/user_encoder.onnx")
+    assert public_message(other, root) == "cannot read user_encoder.onnx"
+    crash = RuntimeError(f"onnxruntime could not open {root}/v2/user_encoder.onnx")
+    message = public_message(crash, root)
+    assert "RuntimeError" in message and str(tmp_path) not in message and "/" not in message
+
+
+def _row(seq, user, item, ts, received):
+    return JournalRow(seq=seq, user_id=user, item_id=item, timestamp=ts, received_at=received)
+
+
+def test_live_history_orders_by_event_time_caps_and_filters_by_bundle_time():
+    live = LiveHistory(per_user=3)
+    live.apply([_row(1, "u", "b", ts=20.0, received=100.0), _row(2, "u", "a", ts=10.0, received=100.0)])
+    assert live.items("u", since=0.0) == ["a", "b"]  # a batch's events in their own time order
+    live.apply([_row(3, "u", "c", 30.0, 200.0), _row(4, "u", "d", 40.0, 200.0)])
+    assert live.items("u", since=0.0) == ["b", "c", "d"]  # capped at per_user, newest kept
+    assert live.items("u", since=150.0) == ["c", "d"]  # only what the bundle cannot know
+    assert live.items("nobody", since=0.0) == []
+    live.prune(before=150.0)
+    assert live.items("u", since=0.0) == ["c", "d"]
+    live.prune(before=1000.0)
+    assert len(live) == 0
+
+
+def _event(timestamp):
+    return {"event_id": "e", "user_id": "u", "item_id": "i", "timestamp": timestamp}
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "expected"),
+    [
+        ("2026-01-01T00:00:00Z", 1767225600.0),
+        ("2026-01-01T02:00:00+02:00", 1767225600.0),
+        ("2026-01-01t00:00:00.5000000001z", 1767225600.5),
+        (1767225600, 1767225600.0),
+        (1767225600.25, 1767225600.25),
+    ],
+)
+def test_event_timestamps_rfc3339_or_unix_seconds(timestamp, expected):
+    assert Event.model_validate(_event(timestamp)).timestamp == expected
+
+
+@pytest.mark.parametrize(
+    "timestamp", ["2026-01-01", "2026-01-01T00:00:00", "0000-01-01T00:00:00Z", "1767225600", True, None, float("inf")]
+)
+def test_ambiguous_or_invalid_timestamps_are_refused(timestamp):
+    with pytest.raises(ValidationError, match="timestamp"):
+        Event.model_validate(_event(timestamp))
+
+
+def test_k_follows_json_schema_integers():
+    assert RecommendRequest.model_validate({"k": 12.0}).k == 12
+    for bad in (True, "12", 12.5, 0, 1001):
+        with pytest.raises(ValidationError):
+            RecommendRequest.model_validate({"k": bad})
+    assert RecommendRequest.model_validate({"history": [1, "a"]}).history == ["1", "a"]
+
+
+def test_settings_defaults_for_the_service(monkeypatch, tmp_path):
+    from recsys.settings import Settings
+
+    monkeypatch.setenv("RECSYS_WORK_DIR", str(tmp_path))
+    settings = Settings()
+    assert settings.host == "127.0.0.1" and settings.workers == 1 and settings.threads == 1
+    assert settings.api_key is None  # admin routes refuse everything until a key is configured
+    assert settings.bundles_dir == Path(tmp_path) / "bundles"
+    assert settings.journal_file == Path(tmp_path) / "journal" / "events.sqlite3"
