@@ -17,6 +17,7 @@ from typing import Any
 
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
+HISTORY = "HISTORY.jsonl"  # one line per change of CURRENT, oldest first (recsys.releases reads it)
 FORMAT_VERSION = 1
 REQUIRED_FILES = ("user_encoder.onnx", "items.faiss", "item_ids.json", "histories.parquet", "popularity.json")
 
@@ -116,11 +117,17 @@ def verify(bundle_dir: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def promote(root: str | Path, version: str) -> Path:
-    """Verify the bundle, then point CURRENT at it with an atomic replace; the old pointer stays on failure."""
+def promote(root: str | Path, version: str, action: str = "promote", **history_fields: Any) -> Path:
+    """Verify the bundle, then point CURRENT at it with an atomic replace; the old pointer stays on failure.
+
+    Every change of CURRENT is appended to HISTORY.jsonl *after* the replace: a crash in between leaves a
+    promotion unrecorded (rollback then still finds the right previous bundle, see recsys.releases), never a
+    recorded promotion that did not happen.
+    """
     root = Path(root)
     bundle_dir = root / version
     verify(bundle_dir)
+    previous = current_version(root)
     tmp = root / f".{CURRENT}.tmp"
     with tmp.open("w") as f:
         f.write(version + "\n")
@@ -128,6 +135,11 @@ def promote(root: str | Path, version: str) -> Path:
         os.fsync(f.fileno())
     os.replace(tmp, root / CURRENT)
     _fsync_dir(root)
+    entry = {"at": datetime.now(UTC).isoformat(), "action": action, "version": version, "previous": previous}
+    with (root / HISTORY).open("a") as f:
+        f.write(json.dumps({**entry, **history_fields}, default=str) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
     return bundle_dir
 
 

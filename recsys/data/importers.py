@@ -218,12 +218,24 @@ def read_movielens(folder: str | Path, ratings_file: str | Path | None = None) -
     catalogue = None
     movies_path = folder / "movies.dat"
     if movies_path.exists():
-        text = movies_path.read_bytes().decode("latin-1")
-        movies = _split_dat(pl.read_lines(text.encode("utf-8")), ["item_id", "title", "category"])
-        catalogue = _finish_catalogue(movies, str(movies_path))
+        catalogue = read_movielens_movies(movies_path)
     else:
         log.warning("no movies.dat in %s: reading MovieLens ratings without a catalogue", folder)
     return RawData(events, catalogue)
+
+
+def read_movielens_movies(path: str | Path) -> pl.DataFrame:
+    """``movies.dat`` (latin-1, ``MovieID::Title::Genres``) as a catalogue: item_id, title, category."""
+    path = _require_file(Path(path), "MovieLens movies file")
+    text = path.read_bytes().decode("latin-1")
+    movies = _split_dat(pl.read_lines(text.encode("utf-8")), ["item_id", "title", "category"])
+    return _finish_catalogue(movies, str(path))
+
+
+def read_any_catalogue(path: str | Path) -> pl.DataFrame:
+    """A catalogue file of any supported kind: MovieLens ``movies.dat``, else CSV or parquet."""
+    path = Path(path)
+    return read_movielens_movies(path) if path.suffix.lower() == ".dat" else read_catalogue(path)
 
 
 # ---------------------------------------------------------------------------------- sequence files

@@ -218,6 +218,15 @@ def _validate_catalogue(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, 
     return catalogue, rejects, summary
 
 
+def validate_catalogue(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
+    """Validate a catalogue on its own: (typed catalogue, its rejects, its summary).
+
+    For callers that validate events without a catalogue (the nightly job re-validates history that was
+    already checked against the catalogue of its day, so an item retired since keeps its past events).
+    """
+    return _validate_catalogue(raw)
+
+
 # ------------------------------------------------------------------------------------------- events
 
 

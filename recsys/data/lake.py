@@ -1,0 +1,285 @@
+"""The event lake: every event the nightly job has ever ingested, as hive-partitioned parquet, exactly once.
+
+Layout under a lake root::
+
+    events/ingest=000001/part-0.parquet   validated events of one ingest (+ source, source_row)
+    events/ingest=000001/_ingest.json     what that ingest covered: files (name -> sha256), journal seq range
+    rejects/ingest=000001.parquet         the rows that ingest rejected, with a reason column
+
+**Exactly once.** An ingest partition is written in a hidden temporary directory and appears in one
+`rename`; its `_ingest.json` names the sources it covered. The watermark is the union of the committed
+partitions' metadata: the journal's highest `seq` covered and the set of files taken. A crash before the
+rename leaves no trace (the next attempt recomputes the same increment); after it, the partition is the
+record, and a rerun of the same run finds and reuses it instead of ingesting again. So no event is skipped
+and none is counted twice, without a separate watermark file that could disagree with the data.
+
+Journal rows are read as `seq in (watermark, head]` with `head` taken at the start: SQLite serialises
+writers and the journal never deletes rows, so every row committed later has a larger `seq` and is picked up
+by the next ingest. Event files are taken from an inbox folder by name; writers must create them under a
+hidden or `.tmp` name and rename them when complete (files named `.*`, `*.tmp`, `*.part` are ignored). A
+file whose content changes after it was ingested is an error, not a silent re-ingest.
+
+Torch-free; readers use polars lazy scans (`scan_events`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from recsys.bundle import sha256_of
+from recsys.data.importers import RawData, read_dataset
+from recsys.data.validate import EVENT_SCHEMA, validate
+
+EVENTS_DIR, REJECTS_DIR = "events", "rejects"
+PART_FILE, META_FILE = "part-0.parquet", "_ingest.json"
+EVENT_FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+RAW_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "value")
+
+
+@dataclass
+class Watermark:
+    """What the committed partitions cover: the journal up to `journal_seq`, and these files."""
+
+    journal_seq: int = 0
+    files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    partitions: int = 0
+    next_index: int = 1
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def partitions(lake: str | Path) -> list[dict[str, Any]]:
+    """Metadata of every committed ingest partition, in ingest order."""
+    root = Path(lake) / EVENTS_DIR
+    metas = []
+    for meta in sorted(root.glob(f"ingest=*/{META_FILE}")):
+        metas.append(json.loads(meta.read_text()))
+    return sorted(metas, key=lambda m: m["index"])
+
+
+def watermark(lake: str | Path) -> Watermark:
+    mark = Watermark()
+    for meta in partitions(lake):
+        mark.journal_seq = max(mark.journal_seq, meta["journal"]["upto"])
+        mark.files.update(meta["files"])
+        mark.partitions += 1
+        mark.next_index = max(mark.next_index, meta["index"] + 1)
+    return mark
+
+
+def inbox_files(inbox: str | Path | None) -> list[Path]:
+    """Complete event files in the inbox, by name (hidden, .tmp and .part files are still being written)."""
+    if inbox is None or not Path(inbox).is_dir():
+        return []
+    return sorted(
+        p
+        for p in Path(inbox).iterdir()
+        if p.is_file()
+        and not p.name.startswith(".")
+        and p.suffix.lower() in EVENT_FILE_FORMATS
+        and not p.name.endswith((".tmp", ".part"))
+    )
+
+
+def new_files(inbox: str | Path | None, mark: Watermark) -> dict[str, Path]:
+    """Inbox files not yet ingested (name -> path); a changed ingested file is an error (never re-read silently)."""
+    fresh = {}
+    for path in inbox_files(inbox):
+        known = mark.files.get(path.name)
+        if known is None:
+            fresh[path.name] = path
+        elif known != sha256_of(path):
+            raise ValueError(
+                f"{path} was ingested before with other content (sha256 {known[:12]}…); files in the inbox are "
+                "immutable once ingested: put new events in a new file with a new name"
+            )
+    return fresh
+
+
+def journal_head(journal: str | Path | None) -> int:
+    if journal is None or not Path(journal).exists():
+        return 0
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10.0)
+    try:
+        return conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+    except sqlite3.OperationalError:  # no events table yet: the service never received an event
+        return 0
+    finally:
+        conn.close()
+
+
+def read_journal(journal: str | Path, after: int, upto: int) -> pl.DataFrame:
+    """Journal rows with after < seq <= upto, as raw strings in the importers' shape (+ source, source_row).
+
+    Read with sqlite3 in read-only mode: WAL readers never block the service's writer.
+    """
+    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10.0)
+    try:
+        rows = conn.execute(
+            "SELECT seq, user_id, item_id, timestamp, event_type, value FROM events "
+            "WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (after, upto),
+        ).fetchall()
+    finally:
+        conn.close()
+    frame = pl.DataFrame(
+        rows,
+        schema={
+            "source_row": pl.Int64,
+            "user_id": pl.String,
+            "item_id": pl.String,
+            "timestamp": pl.Float64,
+            "event_type": pl.String,
+            "value": pl.Float64,
+        },
+        orient="row",
+    )
+    # Journal timestamps are REAL seconds; an integral value is written without ".0" so validation reads it
+    # exactly as it reads the same event from a file.
+    ts = pl.col("timestamp")
+    return frame.with_columns(
+        pl.when(ts == ts.floor())
+        .then(ts.cast(pl.Int64).cast(pl.String))
+        .otherwise(ts.cast(pl.String))
+        .alias("timestamp"),
+        pl.col("value").cast(pl.String),
+        pl.lit("journal").alias("source"),
+    )
+
+
+def _read_file(path: Path) -> pl.DataFrame:
+    raw = read_dataset(path, EVENT_FILE_FORMATS[path.suffix.lower()]).events
+    columns = [c for c in RAW_COLUMNS if c in raw.columns]
+    return raw.select(*columns, pl.col("row").alias("source_row"), pl.lit(path.name).alias("source"))
+
+
+def find_partition(lake: str | Path, run_id: str) -> dict[str, Any] | None:
+    for meta in partitions(lake):
+        if meta["run_id"] == run_id:
+            return meta
+    return None
+
+
+def ingest(
+    lake: str | Path,
+    run_id: str,
+    inbox: str | Path | None,
+    journal: str | Path | None,
+    catalogue: pl.DataFrame | None = None,
+    max_reject_rate: float = 0.05,
+    rejects_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Validate everything new since the watermark and commit it as one partition; returns its metadata.
+
+    Idempotent per run: a partition this run already committed is returned as it is. With nothing new, no
+    partition is written and the metadata says `events: 0`. Raises RejectRateExceeded (nothing committed)
+    when the increment has too many bad rows; the rejects then go to `rejects_path`.
+    """
+    lake = Path(lake)
+    done = find_partition(lake, run_id)
+    if done is not None:
+        return {**done, "reused": True}
+    events_root = lake / EVENTS_DIR
+    events_root.mkdir(parents=True, exist_ok=True)
+    for stale in events_root.glob(".tmp-*"):  # a crashed attempt; the caller holds the nightly lock
+        shutil.rmtree(stale)
+
+    mark = watermark(lake)
+    files = new_files(inbox, mark)
+    head = journal_head(journal)
+    frames = [_read_file(path) for path in files.values()]
+    if journal is not None and head > mark.journal_seq:
+        frames.append(read_journal(journal, mark.journal_seq, head))
+    meta: dict[str, Any] = {
+        "index": mark.next_index,
+        "run_id": run_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "files": {name: sha256_of(path) for name, path in files.items()},
+        "journal": {"after": mark.journal_seq, "upto": max(head, mark.journal_seq)},
+        "input_rows": 0,
+        "events": 0,
+        "rejected": 0,
+    }
+    frames = [f for f in frames if f.height]
+    if not frames and not files:
+        return {**meta, "partition": None}
+
+    if frames:
+        raw = pl.concat(frames, how="diagonal_relaxed")
+    else:
+        raw = pl.DataFrame(
+            schema={**dict.fromkeys(RAW_COLUMNS, pl.String), "source": pl.String, "source_row": pl.Int64}
+        )
+    raw = raw.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    if raw.height:
+        checked = validate(
+            RawData(raw.drop("source", "source_row"), catalogue),
+            max_reject_rate=max_reject_rate,
+            rejects_path=rejects_path,
+        )
+        events = checked.events.join(raw.select("row", "source", "source_row"), on="row", how="left")
+        rejects, summary = checked.rejects, checked.summary
+    else:  # only empty files: commit them anyway, so they count as taken
+        events = pl.DataFrame(schema={**EVENT_SCHEMA, "source": pl.String, "source_row": pl.Int64})
+        rejects, summary = pl.DataFrame(), {"reasons": {}}
+    meta.update(input_rows=raw.height, events=events.height, rejected=rejects.height, reasons=summary["reasons"])
+
+    rejects_dir = lake / REJECTS_DIR
+    rejects_dir.mkdir(parents=True, exist_ok=True)
+    rejects_file = rejects_dir / f"ingest={meta['index']:06d}.parquet"
+    tmp_rejects = rejects_dir / f".{rejects_file.name}.tmp"
+    rejects.write_parquet(tmp_rejects)
+    os.replace(tmp_rejects, rejects_file)
+
+    name = f"ingest={meta['index']:06d}"
+    tmp = events_root / f".tmp-{name}"
+    tmp.mkdir()
+    events.write_parquet(tmp / PART_FILE)
+    (tmp / META_FILE).write_text(json.dumps({**meta, "partition": name}, indent=2))
+    for path in (tmp / PART_FILE, tmp / META_FILE):
+        with path.open("rb") as f:
+            os.fsync(f.fileno())
+    os.rename(tmp, events_root / name)  # the commit point
+    _fsync(events_root)
+    return {**meta, "partition": name}
+
+
+def scan_events(path: str | Path) -> pl.LazyFrame:
+    """Lazy scan of partitioned parquet (a lake root, its events folder, any hive-partitioned folder) or a file."""
+    path = Path(path)
+    if path.is_file():
+        return pl.scan_parquet(path)
+    if (path / EVENTS_DIR).is_dir():
+        path = path / EVENTS_DIR
+    files = sorted(path.glob("**/*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"no parquet files under {path}")
+    return pl.scan_parquet(path / "**" / "*.parquet", hive_partitioning=True)
+
+
+def lake_events(lake: str | Path) -> pl.DataFrame:
+    """Every ingested event in ingest order, with a global `row` (ingest, then row within it)."""
+    return (
+        scan_events(lake)
+        .select("user_id", "item_id", "timestamp", "event_type", "value", "ingest", pl.col("row").alias("_row"))
+        .sort("ingest", "_row")
+        .with_row_index("row")
+        .with_columns(pl.col("row").cast(pl.Int64))
+        .drop("_row")
+        .collect()
+    )

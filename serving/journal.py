@@ -1,0 +1,314 @@
+"""The durable event journal: SQLite in WAL mode, one writer thread, group commit, idempotency keys.
+
+Why SQLite (WAL, synchronous=FULL) rather than an append-only file of checksummed records:
+
+- Idempotency needs "has this key ever been acknowledged?" for every event. SQLite answers it from a UNIQUE
+  index on disk inside the same transaction as the insert (INSERT OR IGNORE). An append-only file needs an
+  in-memory set of every key, rebuilt by reading the whole file at each start and private to one process.
+- A batch must be all-or-nothing. A transaction gives that, and SQLite's recovery discards an uncommitted
+  tail after a crash (SIGKILL, power loss). With a flat file we would write our own torn-record detection
+  (length + CRC per record, truncate at the first bad one) and batch markers: the code SQLite has had
+  tested for two decades.
+- Several uvicorn workers write one journal. SQLite serialises writers with file locks and keeps the keys
+  unique across processes; appends from several processes interleave records larger than PIPE_BUF and
+  cannot deduplicate across processes.
+- The nightly run reads it with the standard library (sqlite3) or polars while the service writes: WAL
+  readers never block the writer. Rows carry a monotonically increasing `seq`, so a consumer (or another
+  worker) resumes from the last seq it saw.
+- Cost: one fsync per commit, which an append-only file pays as well. `synchronous=FULL` is what makes WAL
+  fsync at each commit (NORMAL would acknowledge events a power cut could still lose). Group commit spreads
+  the fsync: one writer thread commits every batch that queued while the previous fsync ran, in one
+  transaction, and acknowledges each only after COMMIT has returned.
+
+After committing, the writer thread reads the journal past the last row it applied (`seq > applied`) and
+feeds those rows to the live histories before it acknowledges, so an acknowledged event already changes the
+user's next recommendations, and events other workers wrote reach this worker on the next tail (every
+`tail_interval_s` when idle).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from serving import metrics
+
+log = logging.getLogger("recsys.journal")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,          -- commit order; rows are never deleted, so it only grows
+    event_id TEXT NOT NULL UNIQUE,    -- the client's idempotency key
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    timestamp REAL NOT NULL,          -- when the event happened, Unix seconds (UTC)
+    event_type TEXT,
+    value REAL,
+    received_at REAL NOT NULL,        -- when the service committed it, Unix seconds
+    batch_id TEXT NOT NULL            -- the request that first delivered it (audit, tests)
+);
+CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
+"""
+INSERT = (
+    "INSERT OR IGNORE INTO events (event_id, user_id, item_id, timestamp, event_type, value, received_at, batch_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+TAIL = "SELECT seq, user_id, item_id, timestamp, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
+TAIL_CHUNK = 10_000
+MAX_GROUP = 256  # batches per transaction; bounds the time one commit holds the write lock
+ACK_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    event_id: str
+    user_id: str
+    item_id: str
+    timestamp: float
+    event_type: str | None = None
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class JournalRow:
+    """What the live histories need from a committed event."""
+
+    seq: int
+    user_id: str
+    item_id: str
+    timestamp: float
+    received_at: float
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    accepted: int  # new events, now durable
+    duplicates: int  # events whose key was already in the journal (a retry): not stored twice
+
+
+class JournalError(Exception):
+    """The journal could not store a batch; nothing of it was stored (the transaction rolled back)."""
+
+
+@dataclass
+class _Job:
+    events: Sequence[EventRecord]
+    batch_id: str
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future
+
+
+_STOP = object()
+
+
+def _settle(future: asyncio.Future, result: AppendResult | None, error: Exception | None) -> None:
+    if future.done():  # the request was cancelled (client gone); its events are durable all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
+    """A connection with the journal's durability settings (also what tests and the nightly reader use)."""
+    path = Path(path)
+    if readonly:
+        # check_same_thread=False: the service's reader is opened on the event loop and closed at shutdown
+        # from a worker thread; it is never used by two threads at once.
+        return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0, check_same_thread=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA busy_timeout=10000")  # other workers' commits: wait, do not fail
+    conn.executescript(SCHEMA)
+    return conn
+
+
+class Journal:
+    def __init__(
+        self,
+        path: str | Path,
+        on_rows: Callable[[list[JournalRow]], None] | None = None,
+        tail_interval_s: float = 0.5,
+    ) -> None:
+        self.path = Path(path)
+        self.on_rows = on_rows or (lambda rows: None)
+        self.tail_interval_s = tail_interval_s
+        self.applied_seq = 0
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._conn: sqlite3.Connection | None = None  # the writer thread's
+        self._reader: sqlite3.Connection | None = None  # the event loop's, for lag() at scrape time
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def start(self, replay_since: float = 0.0) -> None:
+        """Open the journal, replay events received since `replay_since` into on_rows, start the writer."""
+        self._thread = threading.Thread(target=self._run, args=(replay_since,), name="journal-writer", daemon=True)
+        self._thread.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            raise JournalError(f"cannot open the event journal: {self._start_error}") from None
+
+    def stop(self) -> None:
+        """Commit what is queued, then close (called at shutdown: queued events are not dropped)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(_STOP)
+            self._thread.join()
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # -- the request side ---------------------------------------------------------------------------------
+    async def append(self, events: Sequence[EventRecord], batch_id: str) -> AppendResult:
+        """Store a batch durably; returns after COMMIT (fsync'd) and after the live histories have it."""
+        if self._thread is None or not self._thread.is_alive():
+            raise JournalError("the event journal is not running")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queue.put(_Job(events, batch_id, loop, future))
+        metrics.JOURNAL_PENDING.inc()
+        try:
+            # A bound, so a stuck disk cannot hold requests forever; the client retries with the same keys,
+            # and if the batch did commit meanwhile, the retry counts it as duplicates, never twice.
+            return await asyncio.wait_for(future, ACK_TIMEOUT_S)
+        except TimeoutError:
+            raise JournalError(f"the journal did not confirm the batch in {ACK_TIMEOUT_S:.0f} s; retry it") from None
+        finally:
+            metrics.JOURNAL_PENDING.dec()
+
+    # -- the writer thread --------------------------------------------------------------------------------
+    def _run(self, replay_since: float) -> None:
+        try:
+            self._conn = connect(self.path)
+            self._replay(replay_since)
+        except Exception as exc:  # noqa: BLE001 - reported to start() and raised there
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        stopping = False
+        while not stopping:
+            try:
+                first = self._queue.get(timeout=self.tail_interval_s)
+            except queue.Empty:
+                self._tail_safely()
+                continue
+            jobs: list[_Job] = []
+            item = first
+            while True:
+                if item is _STOP:
+                    stopping = True
+                else:
+                    jobs.append(item)
+                if len(jobs) >= MAX_GROUP:
+                    break
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            if jobs:
+                self._commit(jobs)
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.close()
+
+    def _replay(self, since: float) -> None:
+        assert self._conn is not None
+        head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        first = self._conn.execute("SELECT min(seq) FROM events WHERE received_at >= ?", (since,)).fetchone()[0]
+        self.applied_seq = (first - 1) if first is not None else head
+        self._tail()
+        metrics.JOURNAL_APPLIED.set(self.applied_seq)
+        log.info("journal opened", extra={"fields": {"head_seq": head, "replayed_since": since}})
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        assert self._conn is not None
+        started = time.perf_counter()
+        received_at = time.time()
+        results: list[AppendResult] = []
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for job in jobs:
+                before = self._conn.total_changes
+                self._conn.executemany(
+                    INSERT,
+                    [
+                        (
+                            e.event_id,
+                            e.user_id,
+                            e.item_id,
+                            e.timestamp,
+                            e.event_type,
+                            e.value,
+                            received_at,
+                            job.batch_id,
+                        )
+                        for e in job.events
+                    ],
+                )
+                accepted = self._conn.total_changes - before
+                results.append(AppendResult(accepted, len(job.events) - accepted))
+            self._conn.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'd before this returns
+        except Exception as exc:  # noqa: BLE001 - whatever failed, nothing of the group is stored or acked
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+            log.error("journal commit failed", extra={"fields": {"error": str(exc), "batches": len(jobs)}})
+            error = JournalError("the event journal could not store the batch; nothing was stored, retry it")
+            for job in jobs:
+                job.loop.call_soon_threadsafe(_settle, job.future, None, error)
+            return
+        metrics.JOURNAL_COMMIT_SECONDS.observe(time.perf_counter() - started)
+        for result in results:
+            metrics.EVENTS.labels("accepted").inc(result.accepted)
+            metrics.EVENTS.labels("duplicate").inc(result.duplicates)
+        self._tail_safely()  # acknowledged events must already be visible in the live histories
+        for job, result in zip(jobs, results, strict=True):
+            job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+
+    def _tail_safely(self) -> None:
+        try:
+            self._tail()
+        except Exception as exc:  # noqa: BLE001 - a failed tail is retried at the next one; events are safe
+            log.error("journal tail failed", extra={"fields": {"error": str(exc)}})
+
+    def _tail(self) -> None:
+        """Apply every committed row past applied_seq (ours and other workers') to the live histories."""
+        assert self._conn is not None
+        while True:
+            rows = self._conn.execute(TAIL, (self.applied_seq, TAIL_CHUNK)).fetchall()
+            if not rows:
+                return
+            self.on_rows([JournalRow(*row) for row in rows])
+            self.applied_seq = rows[-1][0]
+            metrics.JOURNAL_APPLIED.set(self.applied_seq)
+            if len(rows) < TAIL_CHUNK:
+                return
+
+    def lag(self) -> int:
+        """Events committed to the journal (by any worker) that this worker's live histories lack yet."""
+        if self._reader is None:
+            self._reader = connect(self.path, readonly=True)
+            self._reader.execute("PRAGMA query_only=1")
+        head = self._reader.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
+        return max(0, head - self.applied_seq)
+
+
+def read_events(path: str | Path) -> list[dict]:
+    """Every journalled event in commit order (for the nightly import and for tests)."""
+    conn = connect(path, readonly=True)
+    try:
+        conn.row_factory = sqlite3.Row
+        return [dict(row) for row in conn.execute("SELECT * FROM events ORDER BY seq")]
+    finally:
+        conn.close()

@@ -1,0 +1,141 @@
+"""The real server as a child process (`recsys serve` on 127.0.0.1, a free port), for tests and the benchmark.
+
+The child runs through a small launcher that reports at exit whether torch was ever imported, so every test
+that starts a server also checks the rule that the online side never imports torch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from recsys.settings import REPO_ROOT
+
+HOST = "127.0.0.1"
+TORCH_MARKER = "TORCH_IMPORTED="
+
+# uvicorn re-raises SIGTERM after its graceful shutdown; the handler turns that into a normal exit, so the
+# atexit report runs (a process killed by the default SIGTERM action runs no Python at all).
+_LAUNCHER = f"""
+import atexit, signal, sys
+atexit.register(lambda: print("{TORCH_MARKER}" + str("torch" in sys.modules), flush=True))
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+from recsys.cli import app
+app(["serve", *sys.argv[1:]], standalone_mode=False)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+class ServerProcess:
+    """`with ServerProcess(bundles, work) as server: server.url` — started, ready, stopped with SIGTERM."""
+
+    def __init__(
+        self,
+        bundles: str | Path,
+        work: str | Path,
+        env: dict[str, str] | None = None,
+        ready_path: str = "/readyz",
+        workers: int = 1,
+        journal: str | Path | None = None,
+    ) -> None:
+        self.bundles = Path(bundles)
+        self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.journal = Path(journal) if journal else self.work / "journal.sqlite3"
+        self.extra_env = env or {}
+        self.ready_path = ready_path
+        self.workers = workers
+        self.port = 0
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.work / "server.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    def start(self, timeout_s: float = 60.0) -> ServerProcess:
+        self.port = free_port()
+        env = {
+            **os.environ,
+            "RECSYS_WORK_DIR": str(self.work),
+            "RECSYS_JOURNAL_PATH": str(self.journal),
+            **self.extra_env,
+        }
+        command = [sys.executable, "-c", _LAUNCHER, "--bundles", str(self.bundles), "--port", str(self.port)]
+        command += ["--workers", str(self.workers)]
+        # A file, not a pipe: a chatty server must never block on a pipe nobody reads.
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
+        self.wait_ready(timeout_s)
+        return self
+
+    def wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
+            try:
+                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"server not ready after {timeout_s} s:\n{self.log()[-4000:]}")
+
+    def stop(self, timeout_s: float = 20.0) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; what is durable is what was committed."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def torch_imported(self) -> bool | None:
+        """What the launcher printed at a clean exit (None when it was killed before it could)."""
+        for line in reversed(self.log().splitlines()):
+            if line.startswith(TORCH_MARKER):
+                return line[len(TORCH_MARKER) :] == "True"
+        return None
+
+    def log_records(self) -> list[dict]:
+        records = []
+        for line in self.log().splitlines():
+            if line.startswith("{"):
+                with contextlib.suppress(json.JSONDecodeError):
+                    records.append(json.loads(line))
+        return records
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

@@ -1,0 +1,1 @@
+"""One router per resource: recommendations, events, items, admin, operations (health, readiness, metrics)."""

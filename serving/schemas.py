@@ -1,0 +1,203 @@
+"""The API contract: request and response models (they are the OpenAPI document at /openapi.json).
+
+IDs are strings or integers, as the source data has them (DESIGN.md); the service treats both as strings,
+so 42 and "42" name the same item. Limits live here so that the schema states them.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    StrictInt,
+    StringConstraints,
+    WithJsonSchema,
+)
+
+from serving.engine import MAX_K
+
+MAX_ID_LENGTH = 256
+MAX_HISTORY_ITEMS = 1000  # accepted per request; the model reads the last max_len of them (says so)
+MAX_BATCH_QUERIES = 256
+MAX_EVENTS_PER_BATCH = 1000
+
+IdText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+ExternalId = Annotated[
+    IdText | StrictInt,
+    AfterValidator(str),
+    Field(description="an ID as the source has it: a string (1–256 characters) or an integer"),
+]
+
+
+def _integer(value: object) -> object:
+    """JSON Schema's integer: 10 and 10.0, never true, "10" or 10.5 (pydantic's lax int takes "10")."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    return value
+
+
+K = Annotated[
+    int,
+    BeforeValidator(_integer),
+    Field(ge=1, le=MAX_K, description=f"how many items, 1..{MAX_K} (capped at the catalogue size)"),
+]
+Flag = Annotated[bool, Field(strict=True)]  # true/false only: 0, "yes" and friends are type errors
+
+# RFC 3339 with an explicit offset: a time without one is ambiguous, and the journal stores UTC instants.
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _unix_seconds(value: object) -> float:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be an RFC 3339 date-time or Unix seconds, not a boolean")
+    if isinstance(value, int | float):
+        if not math.isfinite(value):
+            raise ValueError("timestamp must be finite")
+        return float(value)
+    if isinstance(value, str) and _RFC3339.fullmatch(value):
+        # Python keeps microseconds: cut longer fractions rather than refuse them.
+        text = re.sub(r"(\.\d{1,6})\d*", r"\1", value.upper().replace("Z", "+00:00"))
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError as exc:
+            raise ValueError(f"timestamp is not a valid date-time: {exc}") from None
+    raise ValueError("timestamp must be an RFC 3339 date-time with offset (2026-01-31T12:00:00Z) or Unix seconds")
+
+
+Timestamp = Annotated[
+    float,
+    PlainValidator(_unix_seconds),
+    WithJsonSchema(
+        {
+            "anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}],
+            "description": "when it happened: RFC 3339 with offset, or Unix seconds",
+        }
+    ),
+]
+
+
+class _Strict(BaseModel):
+    # Unknown fields are refused: a typo ("hisotry") must not silently mean "no history".
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- recommendations ---------------------------------------------------------------------------------------
+class ScoredItem(BaseModel):
+    item_id: str
+    score: float = Field(description="model score (user vector · item embedding), or popularity count in a fallback")
+
+
+class Recommendation(BaseModel):
+    bundle_version: str = Field(description="the bundle that produced this answer")
+    user_id: str | None = None
+    items: list[ScoredItem]
+    fallback: bool = Field(description="true: popular items, because no history item is known")
+    fallback_reason: Literal["unknown_user", "no_known_items"] | None = None
+    unknown_items: list[str] = Field(description="history items this bundle does not know; they were ignored")
+    history_length: int = Field(description="known history items the model read")
+    history_truncated: bool = Field(description="the known history was longer than the model's max length")
+
+
+class HistoryQuery(_Strict):
+    history: list[ExternalId] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_ITEMS,
+        description="recent items, oldest first; only the last max_len known ones are read",
+    )
+    user_id: ExternalId | None = Field(
+        default=None,
+        description="optional: when the service knows this user (bundle or events), `history` is appended to theirs",
+    )
+    exclude: list[ExternalId] = Field(
+        default_factory=list, max_length=MAX_HISTORY_ITEMS, description="items never to recommend"
+    )
+
+
+class RecommendRequest(HistoryQuery):
+    k: K = 10
+    exclude_seen: Flag = Field(default=True, description="leave out items already in the history")
+
+
+class BatchRecommendRequest(_Strict):
+    queries: list[HistoryQuery] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+    k: K = 10
+    exclude_seen: Flag = True
+
+
+class BatchRecommendation(BaseModel):
+    bundle_version: str
+    results: list[Recommendation] = Field(description="one per query, in order")
+
+
+class SimilarItems(BaseModel):
+    bundle_version: str
+    item_id: str
+    items: list[ScoredItem] = Field(description="most similar first (cosine of the item embeddings)")
+
+
+# -- events ------------------------------------------------------------------------------------------------
+class Event(_Strict):
+    event_id: IdText = Field(description="idempotency key: a retried event with the same key is stored once")
+    user_id: ExternalId
+    item_id: ExternalId
+    timestamp: Timestamp
+    event_type: Annotated[str, StringConstraints(max_length=64)] | None = None
+    value: Annotated[float, Field(strict=True, allow_inf_nan=False)] | None = None
+
+
+class EventBatch(_Strict):
+    events: list[Event] = Field(min_length=1, max_length=MAX_EVENTS_PER_BATCH)
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="new events, durable (fsync'd) before this response was sent")
+    duplicates: int = Field(description="events whose key was already journalled (retries); not stored twice")
+    bundle_version: str | None = Field(description="the bundle serving when the events were applied")
+
+
+# -- operations --------------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    bundle_version: str | None = None
+    bundle_created_at: str | None = None
+    items: int | None = None
+    max_len: int | None = None
+    last_error: str | None = Field(default=None, description="why the last bundle load was refused, if it was")
+
+
+class ReloadResult(BaseModel):
+    status: Literal["reloaded", "unchanged"]
+    bundle_version: str
+    previous_version: str | None = None
+
+
+class ErrorDetail(BaseModel):
+    field: str
+    message: str
+    type: str | None = None
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: list[ErrorDetail] = Field(default_factory=list)
+    request_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
