@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint serve-demo clean
+.PHONY: install demo test lint clean
+SERVE ?= 1
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,8 +17,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The batch job end to end, then the online service on the promoted bundle (Ctrl-C stops it; SERVE=0 skips it).
 demo: $(STAMP)
 	$(BIN)/recsys demo
+	if [ "$(SERVE)" = "1" ]; then $(BIN)/recsys serve; fi
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -20,9 +20,11 @@ bundle_app = typer.Typer(help="Inspect, verify and promote bundles.", no_args_is
 benchmark_app = typer.Typer(
     help="Benchmarks that print figures and write JSON under benchmarks/results/.", no_args_is_help=True
 )
+report_app = typer.Typer(help="Offline reports: behaviour predictions over all users.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(bundle_app, name="bundle")
 app.add_typer(benchmark_app, name="benchmark")
+app.add_typer(report_app, name="report")
 # Wide enough for the metrics tables when the output goes to a file or a pipe (rich assumes 80 columns).
 console = Console(width=None if sys.stdout.isatty() else 140)
 errors = Console(stderr=True, soft_wrap=True)  # one unbroken line per error, greppable
@@ -134,8 +136,11 @@ def train(
     data = pipeline.split(prepared, chosen.max_len)
     recommender = pipeline.new_model(model, chosen, base_model)
     stats = pipeline.fit(recommender, data, prepared)
-    recommender.save(out)
-    console.print(f"saved {model} model to [bold]{out}[/]: {stats}")
+    from training.distributed import current
+
+    if current().is_main:  # under torchrun every process trains the same model; one saves it
+        recommender.save(out)
+        console.print(f"saved {model} model to [bold]{out}[/]: {stats}")
 
 
 @app.command("evaluate")
@@ -255,6 +260,147 @@ def bundle_promote(
     console.print(f"CURRENT -> {version}")
 
 
+@bundle_app.command("list")
+def bundle_list(bundles: Path = typer.Option(None, help="bundles root (default: <work_dir>/bundles)")) -> None:
+    """The sealed bundles, oldest first, with the current one and the one `recsys rollback` would restore."""
+    from recsys.releases import describe
+
+    for row in describe(bundles or get_settings().bundles_dir):
+        flag = "CURRENT " if row["current"] else "previous" if row["previous"] else "        "
+        ndcg = f"NDCG@10 {row['NDCG@10']:.4f}" if isinstance(row["NDCG@10"], float) else ""
+        console.print(f"{flag} {row['version']}  {row['created_at'] or ''}  {ndcg}")
+
+
+@app.command()
+def rollback(
+    bundles: Path = typer.Option(None, help="bundles root (default: <work_dir>/bundles)"),
+    to: str = typer.Option(None, help="a specific version (default: the bundle that served before this one)"),
+) -> None:
+    """Put the previous bundle back: verified, then CURRENT is replaced atomically (the service follows)."""
+    from recsys.bundle import BundleError
+    from recsys.releases import rollback as do_rollback
+
+    try:
+        old, new = do_rollback(bundles or get_settings().bundles_dir, to)
+    except BundleError as exc:
+        _fail(str(exc))
+    console.print(f"rolled back: CURRENT {old} -> {new}")
+
+
+# -- the nightly job and reports -----------------------------------------------------------------------------
+@app.command()
+def nightly(
+    work_dir: Path = typer.Option(None, help="the job's folder: runs, event lake, checkpoints (<work_dir>/nightly)"),
+    bundles: Path = typer.Option(None, help="bundles root the service serves (default: <work_dir>/bundles)"),
+    inbox: Path = typer.Option(None, help="folder of new event files, csv/parquet (default: <work_dir>/inbox)"),
+    journal: Path = typer.Option(None, help="the service's event journal (default: its configured path)"),
+    catalogue: Path = typer.Option(None, help="current catalogue: csv, parquet or MovieLens movies.dat"),
+    preset: str = typer.Option("synthetic", help="training preset: architecture and from-scratch training"),
+    tolerance: float = typer.Option(0.02, help="relative NDCG@10 the candidate may lose against production"),
+    retention: int = typer.Option(5, min=0, help="old bundles kept besides the current and the previous one"),
+    max_minutes: float = typer.Option(None, help="time budget of the warm-started fine-tune"),
+    scratch_max_minutes: float = typer.Option(None, help="time budget when training from scratch"),
+    warm_epochs: int = typer.Option(10, min=1, help="epochs of the warm-started fine-tune (early stopping within)"),
+    max_reject_rate: float = typer.Option(None, help="fail above this share of rejected rows (default 0.05)"),
+    nproc: int = typer.Option(1, min=1, help="training processes (torchrun, DDP: gloo on CPU, NCCL on GPUs)"),
+    launcher: str = typer.Option(None, help="training launcher for a cluster, e.g. 'torchrun --nnodes 2 ...'"),
+    from_scratch: bool = typer.Option(False, help="ignore the production model; train from scratch"),
+    text_init: bool = typer.Option(True, help="new items' rows start from their catalogue text"),
+    force: bool = typer.Option(False, help="train even when nothing is new since the last run"),
+    run_id: str = typer.Option(None, help="resume (or create) this run instead of the latest unfinished one"),
+    seed: int = typer.Option(0),
+    drill_shuffled_training: bool = typer.Option(
+        False, hidden=True, help="gate drill: train on shuffled sequences; the gate must refuse the candidate"
+    ),
+) -> None:
+    """The nightly batch job: ingest -> prepare -> train (warm start) -> evaluate -> gate -> export -> promote.
+
+    Safe to rerun: an interrupted run resumes where it stopped. Exit 0: promoted, refused by the gate or
+    nothing new (see the summary); 1: a step failed (production untouched); 75: another run holds the lock.
+    """
+    _tune_malloc()
+    from training.nightly import EXIT_LOCKED, NightlyConfig, NightlyLocked, StepFailed, run_nightly
+
+    settings = get_settings()
+    cfg = NightlyConfig(
+        work_dir=work_dir or settings.work_dir / "nightly",
+        bundles_root=bundles or settings.bundles_dir,
+        inbox=inbox or settings.work_dir / "inbox",
+        journal=journal or settings.journal_file,
+        catalogue=catalogue,
+        preset=preset,
+        tolerance=tolerance,
+        retention=retention,
+        warm_max_minutes=max_minutes,
+        scratch_max_minutes=scratch_max_minutes,
+        warm_epochs=warm_epochs,
+        max_reject_rate=settings.max_reject_rate if max_reject_rate is None else max_reject_rate,
+        nproc=nproc,
+        launcher=launcher,
+        from_scratch=from_scratch,
+        text_init=text_init,
+        force=force,
+        run_id=run_id,
+        seed=seed,
+        drill_shuffle=drill_shuffled_training,
+    )
+    try:
+        summary = run_nightly(cfg, log=lambda line: print(line, flush=True))
+    except NightlyLocked as exc:
+        _fail(str(exc), code=EXIT_LOCKED)
+    except StepFailed as exc:
+        _fail(f"{exc} (artefacts kept in {cfg.work_dir / 'runs'}; production unchanged)")
+    print(f"summary: {cfg.work_dir / 'runs' / summary['run_id'] / 'summary.json'}", flush=True)
+
+
+@report_app.command("behaviour")
+def report_behaviour(
+    bundles: Path = typer.Option(None, help="bundle directory or bundles root (default: <work_dir>/bundles)"),
+    events: Path = typer.Option(
+        None, help="events: partitioned parquet (the nightly lake), a parquet file, or a prepared dataset folder"
+    ),
+    users: Path = typer.Option(None, help="user attributes for the bias audit: csv/parquet, or MovieLens users.dat"),
+    segment: list[str] = typer.Option(None, help="only users with COLUMN=VALUE (repeat to combine)"),
+    nightly_dir: Path = typer.Option(None, help="nightly job folder, for quality over previous nights"),
+    out: Path = typer.Option(None, help="output folder (default: <work_dir>/reports/behaviour)"),
+    k: int = typer.Option(10, min=1, max=100, help="items per user in predictions.parquet"),
+    period_days: float = typer.Option(7.0, help="the 'next period' of the activity prediction and rising items"),
+    baselines: str = typer.Option("popularity,als", help="comma-separated baselines to compare with"),
+    screenshot: bool = typer.Option(False, help="render report.html in headless Chromium and save report.png"),
+) -> None:
+    """Behaviour predictions over all users: predictions.parquet and a self-contained report.html."""
+    from training.report import ReportConfig, build_report
+
+    settings = get_settings()
+    cfg = ReportConfig(
+        bundles=bundles or settings.bundles_dir,
+        events=events or settings.work_dir / "nightly" / "lake",
+        users=users,
+        segment=list(segment or []),
+        nightly_dir=nightly_dir or settings.work_dir / "nightly",
+        out=out or settings.work_dir / "reports" / "behaviour",
+        k=k,
+        period_days=period_days,
+        baselines=[b for b in baselines.split(",") if b],
+    )
+    try:
+        result = build_report(cfg, console)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+    except Exception as exc:
+        from recsys.bundle import BundleError
+
+        if isinstance(exc, BundleError):
+            _fail(str(exc))
+        raise
+    if screenshot:
+        from training.browser import render
+
+        rendered = render(result["html"], cfg.out / "report.png")
+        console.print(f"rendered in Chromium: {len(rendered.charts)} charts, {len(rendered.errors)} console errors")
+    console.print(f"wrote [bold]{result['predictions']}[/] and [bold]{result['html']}[/]")
+
+
 # -- demo and benchmarks -----------------------------------------------------------------------------------
 @app.command()
 def demo(
@@ -341,6 +487,66 @@ def benchmark_cold_start(
         _fail(str(exc))
 
 
+@benchmark_app.command("nightly-replay")
+def benchmark_nightly_replay(
+    dataset: str = typer.Option("ml-1m-half", help="ml-1m-half | synthetic (events with real timestamps)"),
+    nights: int = typer.Option(7, min=1, help="nightly increments after the initial load"),
+    base_share: float = typer.Option(0.7, help="share of the events (by time) loaded before the first night"),
+    scratch_minutes: float = typer.Option(5.0, help="training budget from scratch (initial model, comparison)"),
+    warm_minutes: float = typer.Option(1.5, help="training budget of each night's warm-started fine-tune"),
+    warm_epochs: int = typer.Option(10, help="epochs of each night's fine-tune (early stopping within)"),
+    kill_drill: bool = typer.Option(True, help="also run the SIGKILL drill (synthetic data, subprocesses)"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/nightly-replay.json)"),
+) -> None:
+    """Replay a dataset as nightly increments: per-night metrics, gate decisions, warm vs scratch, drills."""
+    _tune_malloc()
+    from training.replay import run_replay
+
+    try:
+        run_replay(
+            dataset,
+            nights=nights,
+            base_share=base_share,
+            scratch_minutes=scratch_minutes,
+            warm_minutes=warm_minutes,
+            warm_epochs=warm_epochs,
+            kill_drill=kill_drill,
+            data_root=data_root or get_settings().data_root,
+            console=console,
+            command=" ".join(["recsys", *sys.argv[1:]]),
+            out=out,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
+
+
+@benchmark_app.command("ddp")
+def benchmark_ddp(
+    dataset: str = typer.Option("synthetic", help="synthetic | ml-1m-half | beauty | scientific"),
+    epochs: int = typer.Option(3, min=1, help="epochs of each run (fixed: no early stopping)"),
+    nproc: int = typer.Option(2, min=2, help="processes of the data-parallel run"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/ddp.json)"),
+) -> None:
+    """The same training in 1 process and under torchrun with N processes (DDP, gloo): quality and time."""
+    _tune_malloc()
+    from training.ddp_benchmark import run_ddp_benchmark
+
+    try:
+        run_ddp_benchmark(
+            dataset,
+            epochs=epochs,
+            nproc=nproc,
+            data_root=data_root or get_settings().data_root,
+            console=console,
+            command=" ".join(["recsys", *sys.argv[1:]]),
+            out=out,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
 @benchmark_app.command("quality")
 def benchmark_quality(
     dataset: str = typer.Option("synthetic", help="beauty | ml-1m-half | scientific | synthetic | a name for --path"),
@@ -394,8 +600,12 @@ def serve(
         settings = get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
     except ValueError as exc:
         _fail(str(exc))
+    base = f"http://{settings.host}:{settings.port}"
+    console.print(f"serving {settings.bundles_dir} on {base} ({settings.workers} worker(s)); API docs: {base}/docs")
+    console.print(f"try:  curl -s '{base}/v1/users/U-00001/recommendations?k=5'")
     console.print(
-        f"serving {settings.bundles_dir} on http://{settings.host}:{settings.port} ({settings.workers} worker(s))"
+        f"      curl -s -XPOST {base}/v1/recommendations -H 'content-type: application/json' "
+        """-d '{"history": ["SKU-00001", "SKU-00002"], "k": 5}'"""
     )
     run(settings)
 

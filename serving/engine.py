@@ -21,6 +21,7 @@ from recsys import bundle
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.models.base import Scorer
+from recsys.tokens import left_pad
 
 MAX_K = 1000
 
@@ -92,14 +93,7 @@ class BundleRecommender(Scorer):
 
     # -- the Scorer interface (dense item indices) ---------------------------------------------------------
     def user_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        cut = [np.asarray(h, dtype=np.int64)[-self.max_len :] for h in histories]
-        width = max(1, max((len(h) for h in cut), default=1))
-        ids = np.full((len(cut), width), self.pad_token_id, dtype=np.int64)
-        mask = np.zeros((len(cut), width), dtype=np.int64)
-        for row, h in enumerate(cut):
-            if len(h):
-                ids[row, width - len(h) :] = h + self.token_offset
-                mask[row, width - len(h) :] = 1
+        ids, mask = left_pad(histories, self.max_len, self.token_offset, self.pad_token_id)
         return self.session.run(["user_vector"], {"input_ids": ids, "attention_mask": mask})[0]
 
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:

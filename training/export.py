@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import warnings
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +15,10 @@ import torch
 
 from recsys import bundle
 from recsys.data.sequences import Sequences
+from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
-from training.model import GenerativeRecommender, UserEncoder, left_pad
+from recsys.tokens import left_pad
+from training.model import GenerativeRecommender, UserEncoder
 
 ONNX_FILE = "user_encoder.onnx"
 
@@ -70,6 +74,30 @@ def recent_histories(sequences: Sequences, item_ids: list[str], max_len: int) ->
     )
 
 
+def without_items(model: GenerativeRecommender, item_ids: Iterable[str]) -> GenerativeRecommender:
+    """A copy of the model whose vocabulary lacks these items (e.g. no longer in the catalogue).
+
+    What the bundle of such a model serves cannot recommend them; in a history they are unknown items, which
+    the service ignores and reports. The original model (and its checkpoint, the next warm start) keeps them.
+    """
+    assert model.lm is not None and model.vocab is not None
+    drop = {str(i) for i in item_ids}
+    keep = [i for i, item_id in enumerate(model.vocab.item_ids) if item_id not in drop]
+    if len(keep) == model.n_items:
+        return model
+    rows = model.lm.get_input_embeddings().weight.data
+    kept_rows = torch.cat([rows[: model.token_offset], rows[model.token_offset + torch.tensor(keep, dtype=torch.long)]])
+    pruned = copy.copy(model)
+    pruned.lm = copy.deepcopy(model.lm)
+    pruned.lm.resize_token_embeddings(model.token_offset + len(keep), mean_resizing=False)
+    with torch.no_grad():
+        pruned.lm.get_input_embeddings().weight.copy_(kept_rows)
+    pruned.lm.tie_weights()
+    pruned.vocab = ItemVocab([model.vocab.item_ids[i] for i in keep])
+    pruned.n_items = len(keep)
+    return pruned
+
+
 def export_bundle(
     model: GenerativeRecommender,
     sequences: Sequences,
@@ -77,10 +105,16 @@ def export_bundle(
     catalogue: pl.DataFrame | None = None,
     manifest_fields: dict[str, Any] | None = None,
     promote: bool = False,
+    version: str | None = None,
+    before_seal: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write, seal and (optionally) promote a bundle; returns its directory. Production is untouched on error."""
+    """Write, seal and (optionally) promote a bundle; returns its directory. Production is untouched on error.
+
+    `version` names the bundle (default: now), so a job that is rerun after a crash writes the same bundle
+    again rather than a second one; `before_seal` is called with the staging directory (fault-injection tests).
+    """
     assert model.lm is not None and model.vocab is not None
-    version = bundle.new_version()
+    version = version or bundle.new_version()
     staging = bundle.staging_dir(bundles_root, version)
     export_onnx(model, staging / ONNX_FILE)
     embeddings = model.item_embeddings().detach().float().numpy()
@@ -101,6 +135,8 @@ def export_bundle(
         },
         **(manifest_fields or {}),
     }
+    if before_seal is not None:
+        before_seal(staging)
     final = bundle.seal(staging, version, fields)
     if promote:
         bundle.promote(bundles_root, version)

@@ -23,8 +23,8 @@ from transformers.utils import logging as hf_logging
 from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.data.vocab import ItemVocab
 from recsys.models.base import Recommender, read_card
+from recsys.tokens import PAD_TOKEN_ID, left_pad
 
-PAD_TOKEN_ID = 0
 N_SPECIAL_TOKENS = 2  # <pad>, <bos>; item tokens follow (text tokens for ad copy come after the items)
 VOCAB_FILE = "item_vocab.json"
 
@@ -112,19 +112,6 @@ class UserEncoder(nn.Module):
         return hidden[:, -1, :]
 
 
-def left_pad(histories: Sequence[np.ndarray], max_len: int, token_offset: int) -> tuple[np.ndarray, np.ndarray]:
-    """Token IDs and attention mask, int64, histories cut to their last max_len items and left-padded."""
-    cut = [np.asarray(h, dtype=np.int64)[-max_len:] for h in histories]
-    width = max(1, max((len(h) for h in cut), default=1))
-    ids = np.full((len(cut), width), PAD_TOKEN_ID, dtype=np.int64)
-    mask = np.zeros((len(cut), width), dtype=np.int64)
-    for row, h in enumerate(cut):
-        if len(h):
-            ids[row, width - len(h) :] = h + token_offset
-            mask[row, width - len(h) :] = 1
-    return ids, mask
-
-
 class GenerativeRecommender(Recommender):
     """The LM behind the shared interface: fit fine-tunes, score ranks every item for a history."""
 
@@ -210,16 +197,18 @@ class GenerativeRecommender(Recommender):
         assert self.lm is not None, "model is not initialised: fit() or load() first"
         self.lm.eval()
         encoder = UserEncoder(self.lm)
+        device = self.lm.get_input_embeddings().weight.device  # the CPU, except while training on a GPU
         out = []
         for start in range(0, len(histories), batch_size):
             ids, mask = left_pad(histories[start : start + batch_size], self.config.max_len, self.token_offset)
-            out.append(encoder(torch.from_numpy(ids), torch.from_numpy(mask)).float().numpy())
+            vectors = encoder(torch.from_numpy(ids).to(device), torch.from_numpy(mask).to(device))
+            out.append(vectors.float().cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.config.hidden_size), dtype=np.float32)
 
     @torch.no_grad()
     def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         users = self.user_vectors(histories)
-        return users @ self.item_embeddings().detach().float().numpy().T
+        return users @ self.item_embeddings().detach().float().cpu().numpy().T
 
     def save(self, path: str | Path) -> None:
         assert self.lm is not None and self.vocab is not None

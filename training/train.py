@@ -2,6 +2,12 @@
 
 Reads top to bottom: examples (sequence windows) -> length-bucketed batches -> AdamW with warmup + cosine
 decay, gradient clipping -> validation NDCG@10 every `eval_every` epochs -> early stopping, best weights kept.
+
+The same loop runs data-parallel under `torchrun` (training/distributed.py): every process draws the same
+global batches, takes its own slice of each, and DistributedDataParallel averages the gradients. Each
+slice's loss is weighted by its share of the global batch's tokens, so N processes compute the gradient of
+exactly the loss one process computes on the whole batch (same batches, same schedule): only the order of
+floating-point sums differs. Validation is sharded over the processes and summed.
 """
 
 from __future__ import annotations
@@ -14,11 +20,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.evaluate import evaluate
-from training.model import PAD_TOKEN_ID, GenerativeRecommender
+from recsys.tokens import PAD_TOKEN_ID
+from training import distributed
+from training.distributed import World
+from training.model import GenerativeRecommender
 
 
 def training_windows(train: Sequences, max_len: int) -> list[np.ndarray]:
@@ -84,7 +95,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
             log_norm = torch.logsumexp(logits, dim=1)
             total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
             probs = logits.sub_(log_norm[:, None]).exp_()
-            probs[torch.arange(len(y)), y] -= 1.0
+            probs[torch.arange(len(y), device=y.device), y] -= 1.0
             grad_hidden[start : start + chunk] = probs @ weight
             grad_weight.addmm_(probs.T, h)
         ctx.save_for_backward(grad_hidden / n, grad_weight / n)
@@ -107,10 +118,33 @@ def next_item_loss(model: GenerativeRecommender, ids, mask, labels) -> torch.Ten
     lm = model.lm
     embeds = lm.get_input_embeddings()(ids)
     embeds = F.dropout(embeds, p=model.config.embedding_dropout, training=lm.training)
-    positions = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
+    positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
     hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
     real = labels != -100
     return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real])
+
+
+class NextItemLoss(nn.Module):
+    """The loss as a module, so DistributedDataParallel can wrap it (its hooks need a forward call)."""
+
+    def __init__(self, model: GenerativeRecommender):
+        super().__init__()
+        self.lm = model.lm  # registered as a submodule: these are the parameters DDP synchronises
+        self._model = [model]  # a list: not a submodule, just the config and item-row accessors
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return next_item_loss(self._model[0], ids, mask, labels)
+
+
+def valid_ndcg(model: GenerativeRecommender, valid: HoldoutSet, world: World) -> float:
+    """Validation NDCG@10 (masked); under DDP each process scores a slice of the users, the sums are added."""
+    if not world.distributed:
+        return evaluate(model, valid)["masked"]["NDCG@10"]
+    mine = np.array_split(np.arange(len(valid)), world.size)[world.rank]
+    part = HoldoutSet([valid.user_ids[i] for i in mine], [valid.inputs[i] for i in mine], valid.targets[mine])
+    ndcg = evaluate(model, part)["masked"]["NDCG@10"] if len(part) else 0.0
+    total, users = distributed.all_sum([ndcg * len(part), float(len(part))], world)
+    return total / max(users, 1.0)
 
 
 def param_groups(model: GenerativeRecommender, weight_decay: float) -> list[dict]:
@@ -130,11 +164,19 @@ def freeze_lower_layers(model: GenerativeRecommender, n: int) -> None:
 
 def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet | None) -> None:
     cfg = model.train_config
+    world = distributed.init_from_env()  # World() (one process) unless started by torchrun
     torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    rng = np.random.default_rng(cfg.seed)  # the same on every process: all draw the same global batches
+    if cfg.num_threads or world.distributed:
+        torch.set_num_threads(distributed.threads_per_process(world, cfg.num_threads))
+    device = distributed.device(world)
+    model.lm.to(device)
     freeze_lower_layers(model, cfg.freeze_layers)
+    loss_module: nn.Module = NextItemLoss(model)
+    if world.distributed:
+        # broadcast_buffers off: the only buffers are rotary tables, identical everywhere by construction
+        ids = [device.index] if device.type == "cuda" else None
+        loss_module = DistributedDataParallel(loss_module, device_ids=ids, broadcast_buffers=False)
 
     windows = training_windows(train, model.config.max_len)
     if not windows:
@@ -160,6 +202,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         TextColumn("loss {task.fields[loss]:.4f}  {task.fields[tps]:,.0f} tok/s  best NDCG@10 {task.fields[best]:.4f}"),
         TimeElapsedColumn(),
         transient=False,
+        disable=not world.is_main,
     )
     with progress:
         task = progress.add_task("train", total=total_steps, epoch=0, loss=float("nan"), tps=0.0, best=0.0)
@@ -167,15 +210,24 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             model.lm.train()
             epoch_start, epoch_tokens, loss_sum = time.perf_counter(), 0, 0.0
             for step, batch in enumerate(bucketed_batches(lengths, cfg.batch_size, rng), start=1):
-                ids, mask, labels = collate([windows[i] for i in batch], model.token_offset)
-                loss = next_item_loss(model, ids, mask, labels)
+                mine, weight = np.array_split(batch, world.size)[world.rank], 1.0
+                if not len(mine):  # a last batch smaller than the process count: take part with weight 0
+                    mine, weight = batch[:1], 0.0
+                ids, mask, labels = (t.to(device) for t in collate([windows[i] for i in mine], model.token_offset))
+                batch_tokens = int((lengths[batch] - 1).sum())
+                # this slice's share of the batch's tokens (x world size: DDP averages over processes); 1.0
+                # with one process, so single-process training is exactly what it always was
+                share = weight * int(mask.sum()) * world.size / batch_tokens
+                loss = loss_module(ids, mask, labels)
+                if share != 1.0:
+                    loss = loss * share
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.lm.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
-                epoch_tokens += int(mask.sum())
-                loss_sum += loss.item()
+                epoch_tokens += int(mask.sum()) if weight else 0
+                loss_sum += loss.item() / world.size
                 if step % cfg.log_every == 0 or step == steps_per_epoch:
                     tps = epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9)
                     progress.update(
@@ -186,11 +238,15 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                         tps=tps,
                     )
             train_seconds += time.perf_counter() - epoch_start
+            if world.distributed:  # the epoch's totals over all processes (one small all-reduce per epoch)
+                loss_sum, summed_tokens = distributed.all_sum([loss_sum, float(epoch_tokens)], world)
+                epoch_tokens = int(summed_tokens)
             tokens_seen += epoch_tokens
-            out_of_time = cfg.max_minutes and (time.perf_counter() - started) / 60 > cfg.max_minutes
+            spent = bool(cfg.max_minutes) and (time.perf_counter() - started) / 60 > cfg.max_minutes
+            out_of_time = distributed.any_true(spent, world)  # every process stops after the same epoch
             if valid is None or (epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time):
                 continue
-            ndcg = evaluate(model, valid)["masked"]["NDCG@10"]
+            ndcg = valid_ndcg(model, valid, world)
             model.history.append(
                 {
                     "epoch": epoch,
@@ -205,21 +261,24 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             else:
                 evals_without_gain += 1
             progress.update(task, best=best_ndcg)
-            progress.console.print(
+            say = progress.console.print if world.is_main else (lambda *_: None)
+            say(
                 f"epoch {epoch}: loss {loss_sum / steps_per_epoch:.4f}, valid NDCG@10 {ndcg:.4f} "
                 f"(best {best_ndcg:.4f}), {epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9):,.0f} tok/s, "
                 f"{time.perf_counter() - started:.0f} s"
             )
             if evals_without_gain >= cfg.patience or out_of_time:
-                progress.console.print(
+                say(
                     f"stopping after epoch {epoch}: "
                     + ("time budget spent" if out_of_time else f"no gain in {cfg.patience} evaluations")
                 )
                 break
     if best_state is not None:
         model.lm.load_state_dict(best_state)
+    model.lm.to("cpu")  # everything after training (evaluation, export, serving) runs on the CPU
     model.lm.eval()
     model.stats = {
+        "processes": world.size,
         "train_wall_s": round(time.perf_counter() - started, 1),
         "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
         "epochs": epoch,
