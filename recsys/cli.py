@@ -526,6 +526,7 @@ def benchmark_ddp(
     dataset: str = typer.Option("synthetic", help="synthetic | ml-1m-half | beauty | scientific"),
     epochs: int = typer.Option(3, min=1, help="epochs of each run (fixed: no early stopping)"),
     nproc: int = typer.Option(2, min=2, help="processes of the data-parallel run"),
+    threads: int = typer.Option(0, min=0, help="CPU threads per process (0: the cores shared out)"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/ddp.json)"),
 ) -> None:
@@ -542,6 +543,7 @@ def benchmark_ddp(
             console=console,
             command=" ".join(["recsys", *sys.argv[1:]]),
             out=out,
+            threads=threads,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))

@@ -65,11 +65,23 @@ def device(world: World) -> torch.device:
     return torch.device("cpu")
 
 
+def default_threads(processes_here: int = 1) -> int:
+    """OMP_NUM_THREADS when set (per process, as torchrun sets it), else this machine's CPUs shared out."""
+    configured = os.environ.get("OMP_NUM_THREADS", "")
+    if configured.isdigit() and int(configured) > 0:
+        return int(configured)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cpus // max(1, processes_here))
+
+
 def threads_per_process(world: World, requested: int) -> int:
-    """CPU threads for one process: the cores shared out among the processes on this machine."""
-    if requested:
-        return requested
-    return max(1, (os.cpu_count() or 1) // max(1, world.local_size))
+    """CPU threads for one process: the cores shared out among the processes on this machine.
+
+    Always set explicitly before training: the thread count is process-global and other code changes it
+    (opening a bundle sets FAISS's OpenMP threads to 1, which torch shares), and results are bitwise
+    reproducible only for a given thread count.
+    """
+    return requested or default_threads(world.local_size)
 
 
 def all_sum(values: list[float], world: World) -> list[float]:

@@ -22,7 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,16 @@ TINY_PRESET = {
         "attention_dropout": 0.1,
         "embedding_dropout": 0.1,
     },
-    "train": {"epochs": 6, "batch_size": 64, "lr": 0.003, "weight_decay": 0.01, "patience": 3, "log_every": 1000},
+    # one thread: a model this small gains nothing from two, and a busy machine slows OpenMP barriers badly
+    "train": {
+        "epochs": 5,
+        "batch_size": 64,
+        "lr": 0.003,
+        "weight_decay": 0.01,
+        "patience": 3,
+        "log_every": 1000,
+        "num_threads": 1,
+    },
 }
 
 
@@ -141,7 +150,7 @@ def tiny_scenario(root: Path) -> Scenario:
         root / "pending" / "night-2.csv"
     )
     as_journal.write_parquet(root / "pending" / "journal.parquet")
-    return Scenario(
+    scenario = Scenario(
         root=root,
         inbox=inbox,
         journal=journal,
@@ -153,6 +162,15 @@ def tiny_scenario(root: Path) -> Scenario:
         events_night1=night1.height,
         events_night2=as_file.height + 1 + as_journal.height,
     )
+    (root / "scenario.json").write_text(json.dumps(asdict(scenario), default=str))
+    return scenario
+
+
+def load_scenario(root: Path) -> Scenario:
+    """The scenario `tiny_scenario(root)` wrote, without writing anything."""
+    raw = json.loads((Path(root) / "scenario.json").read_text())
+    paths = ("root", "inbox", "journal", "catalogue_night1", "catalogue_night2", "preset")
+    return Scenario(**{k: Path(v) if k in paths else v for k, v in raw.items()})
 
 
 def stage_night2(sc: Scenario) -> None:

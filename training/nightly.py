@@ -381,8 +381,14 @@ def _train_overrides(ctx: Context, warm: bool) -> dict[str, Any]:
 
 
 def step_train(ctx: Context) -> dict[str, Any]:
-    from training.candidate import train_candidate
+    import torch
 
+    from training.candidate import train_candidate
+    from training.distributed import default_threads
+
+    # Earlier steps of this process may have opened a bundle, which leaves OpenMP (shared by FAISS and
+    # torch) at one thread: text encoding and training get their normal thread count back.
+    torch.set_num_threads(default_threads())
     base = ctx.base_checkpoint()
     spec = {
         "prepared": str(ctx.run.prepared),

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import replace
@@ -119,7 +120,15 @@ def evaluate_splits(model: Recommender, data: LeaveOneOut, valid: dict | None = 
 
 
 def hardware() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, {platform.processor() or 'cpu'}"
+    """CPU model, core count and torch threads: enough to tell two benchmark machines apart."""
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        model = names[0] if names else model
+    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, CPU only"
 
 
 def results_document(dataset: str, command: str, models: dict[str, Any], extra: dict | None = None) -> dict:

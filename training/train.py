@@ -167,16 +167,15 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
     world = distributed.init_from_env()  # World() (one process) unless started by torchrun
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every process: all draw the same global batches
-    if cfg.num_threads or world.distributed:
-        torch.set_num_threads(distributed.threads_per_process(world, cfg.num_threads))
+    torch.set_num_threads(distributed.threads_per_process(world, cfg.num_threads))
     device = distributed.device(world)
     model.lm.to(device)
     freeze_lower_layers(model, cfg.freeze_layers)
     loss_module: nn.Module = NextItemLoss(model)
     if world.distributed:
-        # broadcast_buffers off: the only buffers are rotary tables, identical everywhere by construction
+        # no buffer sync per step: the only buffers are rotary tables, identical everywhere by construction
         ids = [device.index] if device.type == "cuda" else None
-        loss_module = DistributedDataParallel(loss_module, device_ids=ids, broadcast_buffers=False)
+        loss_module = DistributedDataParallel(loss_module, device_ids=ids, forward_sync_buffers=False)
 
     windows = training_windows(train, model.config.max_len)
     if not windows:

@@ -17,13 +17,16 @@ Journal rows are read as `seq in (watermark, head]` with `head` taken at the sta
 writers and the journal never deletes rows, so every row committed later has a larger `seq` and is picked up
 by the next ingest. Event files are taken from an inbox folder by name; writers must create them under a
 hidden or `.tmp` name and rename them when complete (files named `.*`, `*.tmp`, `*.part` are ignored). A
-file whose content changes after it was ingested is an error, not a silent re-ingest.
+folder of (hive-)partitioned parquet, as Spark or another job writes it, is one delivery once it holds a
+`_SUCCESS` file; it is read with a polars lazy scan. A delivery whose content changes after it was ingested
+is an error, not a silent re-ingest.
 
 Torch-free; readers use polars lazy scans (`scan_events`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +43,7 @@ from recsys.data.importers import RawData, read_dataset
 from recsys.data.validate import EVENT_SCHEMA, validate
 
 EVENTS_DIR, REJECTS_DIR = "events", "rejects"
+SUCCESS = "_SUCCESS"  # a partitioned-parquet delivery is complete when its writer has put this file in it
 PART_FILE, META_FILE = "part-0.parquet", "_ingest.json"
 EVENT_FILE_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 RAW_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "value")
@@ -83,17 +87,27 @@ def watermark(lake: str | Path) -> Watermark:
 
 
 def inbox_files(inbox: str | Path | None) -> list[Path]:
-    """Complete event files in the inbox, by name (hidden, .tmp and .part files are still being written)."""
+    """Complete deliveries in the inbox, by name: event files (hidden, .tmp and .part files are still being
+    written) and partitioned-parquet folders that hold a _SUCCESS marker."""
     if inbox is None or not Path(inbox).is_dir():
         return []
-    return sorted(
-        p
-        for p in Path(inbox).iterdir()
-        if p.is_file()
-        and not p.name.startswith(".")
-        and p.suffix.lower() in EVENT_FILE_FORMATS
-        and not p.name.endswith((".tmp", ".part"))
-    )
+    found = []
+    for p in Path(inbox).iterdir():
+        if p.name.startswith(".") or p.name.endswith((".tmp", ".part")):
+            continue
+        if (p.is_file() and p.suffix.lower() in EVENT_FILE_FORMATS) or (p.is_dir() and (p / SUCCESS).exists()):
+            found.append(p)
+    return sorted(found)
+
+
+def delivery_sha(path: Path) -> str:
+    """sha256 of a file, or of a folder's files (relative path + content), so a changed delivery is noticed."""
+    if path.is_file():
+        return sha256_of(path)
+    digest = hashlib.sha256()
+    for file in sorted(p for p in path.rglob("*") if p.is_file()):
+        digest.update(f"{file.relative_to(path).as_posix()}:{sha256_of(file)}\n".encode())
+    return digest.hexdigest()
 
 
 def new_files(inbox: str | Path | None, mark: Watermark) -> dict[str, Path]:
@@ -103,7 +117,7 @@ def new_files(inbox: str | Path | None, mark: Watermark) -> dict[str, Path]:
         known = mark.files.get(path.name)
         if known is None:
             fresh[path.name] = path
-        elif known != sha256_of(path):
+        elif known != delivery_sha(path):
             raise ValueError(
                 f"{path} was ingested before with other content (sha256 {known[:12]}…); files in the inbox are "
                 "immutable once ingested: put new events in a new file with a new name"
@@ -163,7 +177,13 @@ def read_journal(journal: str | Path, after: int, upto: int) -> pl.DataFrame:
 
 
 def _read_file(path: Path) -> pl.DataFrame:
-    raw = read_dataset(path, EVENT_FILE_FORMATS[path.suffix.lower()]).events
+    if path.is_dir():  # partitioned parquet: a lazy scan, only the contract's columns are read
+        scan = pl.scan_parquet(path / "**" / "*.parquet", hive_partitioning=True)
+        names = scan.collect_schema().names()
+        raw = scan.select([c for c in RAW_COLUMNS if c in names]).collect()
+        raw = raw.select(pl.all().cast(pl.String)).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+    else:
+        raw = read_dataset(path, EVENT_FILE_FORMATS[path.suffix.lower()]).events
     columns = [c for c in RAW_COLUMNS if c in raw.columns]
     return raw.select(*columns, pl.col("row").alias("source_row"), pl.lit(path.name).alias("source"))
 
@@ -209,7 +229,7 @@ def ingest(
         "index": mark.next_index,
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(),
-        "files": {name: sha256_of(path) for name, path in files.items()},
+        "files": {name: delivery_sha(path) for name, path in files.items()},
         "journal": {"after": mark.journal_seq, "upto": max(head, mark.journal_seq)},
         "input_rows": 0,
         "events": 0,
