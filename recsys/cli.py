@@ -496,14 +496,19 @@ def benchmark_nightly_replay(
     warm_minutes: float = typer.Option(1.5, help="training budget of each night's warm-started fine-tune"),
     warm_epochs: int = typer.Option(10, help="epochs of each night's fine-tune (early stopping within)"),
     kill_drill: bool = typer.Option(True, help="also run the SIGKILL drill (synthetic data, subprocesses)"),
+    kill_drill_only: bool = typer.Option(False, help="only rerun the SIGKILL drill into an existing summary"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/nightly-replay.json)"),
 ) -> None:
     """Replay a dataset as nightly increments: per-night metrics, gate decisions, warm vs scratch, drills."""
     _tune_malloc()
-    from training.replay import run_replay
+    from training.replay import rerun_kill_drill, run_replay
 
+    command = " ".join(["recsys", *sys.argv[1:]])
     try:
+        if kill_drill_only:
+            rerun_kill_drill(dataset, console=console, command=command, out=out)
+            return
         run_replay(
             dataset,
             nights=nights,

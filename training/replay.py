@@ -14,6 +14,7 @@ training/drills.py on the tiny synthetic data.
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -142,6 +143,64 @@ def _scratch_comparison(cfg: NightlyConfig, last_run: str, minutes: float, conso
     }
 
 
+def converged_reference(dataset: str, warm_ndcg: float | None) -> dict[str, Any] | None:
+    """The LM of `recsys benchmark quality` on the same dataset (trained from scratch to early stopping on the
+    same full data and split the last night has), for context: the replay's own scratch run is time-capped."""
+    path = RESULTS_DIR / f"quality-{dataset}.json"
+    if not path.exists():
+        return None
+    quality = json.loads(path.read_text())
+    lm = quality.get("models", {}).get("lm")
+    if not lm:
+        return None
+    ndcg = lm["test"]["NDCG@10"]
+    return {
+        "source": str(path.relative_to(RESULTS_DIR.parent.parent)),
+        "date": quality.get("date"),
+        "ndcg10": ndcg,
+        "train_wall_s": lm.get("train_wall_s"),
+        "epochs": lm.get("epochs"),
+        "refit_with_valid": (lm.get("hyperparameters", {}).get("train", {}) or {}).get("refit_with_valid"),
+        "warm_ndcg10_ratio": warm_ndcg / ndcg if warm_ndcg and ndcg else None,
+    }
+
+
+def both_kill_drills(work: Path, log: Any) -> dict[str, Any]:
+    """The drill twice: one replay killed at every point in turn, then one fresh copy per point killed once.
+
+    `runs` and `failures` add both up; each part keeps its own points and problems.
+    """
+    from training.drills import KILL_POINTS, kill_drill
+
+    chain = kill_drill(work / "chain", KILL_POINTS, chain=True, log=log)
+    each = kill_drill(work / "each", KILL_POINTS, chain=False, log=log)
+    return {
+        "dataset": chain["dataset"],
+        "runs": chain["runs"] + each["runs"],
+        "failures": chain["failures"] + each["failures"],
+        "chain": chain,
+        "one_kill_per_copy": each,
+    }
+
+
+def rerun_kill_drill(dataset: str, *, console: Console, command: str, out: Path | None = None) -> dict[str, Any]:
+    """Run only the SIGKILL drill and put its result into an existing replay summary (the replay is long)."""
+    target = out or RESULTS_DIR / "nightly-replay.json"
+    if not target.exists():
+        raise FileNotFoundError(f"{target} not found: run the replay first")
+    document = json.loads(target.read_text())
+    work = get_settings().work_dir / "benchmarks" / f"nightly-replay-{dataset}" / "kill-drill"
+    shutil.rmtree(work, ignore_errors=True)
+    console.rule("SIGKILL drill (synthetic tiny data)")
+    document["kill_tests"] = both_kill_drills(work, lambda line: console.print(line, markup=False))
+    document["kill_tests"] |= {"command": command, "date": pipeline.results_document(dataset, command, {})["date"]}
+    warm = (document.get("warm_vs_scratch") or {}).get("warm_ndcg10")
+    document["converged_scratch_reference"] = converged_reference(dataset, warm)
+    pipeline.write_json(target, document)
+    console.print(f"kill drill: {document['kill_tests']['runs']} kills, {document['kill_tests']['failures']} failures")
+    return document
+
+
 def run_replay(
     dataset: str,
     *,
@@ -200,11 +259,8 @@ def run_replay(
 
     kill = None
     if kill_drill:
-        from training.drills import KILL_POINTS
-        from training.drills import kill_drill as run_kill_drill
-
         console.rule("SIGKILL drill (synthetic tiny data)")
-        kill = run_kill_drill(work / "kill-drill", KILL_POINTS, chain=True, log=log)
+        kill = both_kill_drills(work / "kill-drill", log)
 
     nightly_rows = rows[1:]
     document = {
@@ -235,6 +291,7 @@ def run_replay(
             and comparison["time_ratio"] is not None
             and comparison["time_ratio"] <= 0.5
         ),
+        "converged_scratch_reference": converged_reference(dataset, comparison["warm_ndcg10"]),
         "gate_refused_worse": refused,
         "gate_drill": gate_drill,
         "kill_tests": kill,
