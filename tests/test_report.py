@@ -89,6 +89,7 @@ def test_predictions_cover_every_user_with_probabilities_categories_and_activity
     lm = document["quality"]["generative LM (this bundle)"]
     assert lm["NDCG@10"] > document["quality"]["popularity"]["NDCG@10"]
     assert all(a["statement"].startswith("HR@10 gap") for a in document["audits"])
+    assert all(r["recent"] > r["previous"] for r in document["rising"]["items"] + document["rising"]["categories"])
 
 
 @pytest.mark.skipif(find_chromium() is None, reason="Chromium is not installed (make test installs it)")

@@ -162,6 +162,9 @@ def converged_reference(dataset: str, warm_ndcg: float | None) -> dict[str, Any]
         "epochs": lm.get("epochs"),
         "refit_with_valid": (lm.get("hyperparameters", {}).get("train", {}) or {}).get("refit_with_valid"),
         "warm_ndcg10_ratio": warm_ndcg / ndcg if warm_ndcg and ndcg else None,
+        # the acceptance's quality half against this converged model (the time half: the warm fine-tune of
+        # one night is a small fraction of its training time, see warm_vs_scratch.warm_train_s)
+        "warm_within_2pct": bool(warm_ndcg and ndcg and warm_ndcg / ndcg >= 0.98),
     }
 
 

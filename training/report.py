@@ -782,8 +782,9 @@ def _rising(events: pl.LazyFrame, catalogue: pl.DataFrame | None, t_max: int, pe
         framed.filter(pl.col("_window").is_not_null())
         .group_by("item_id")
         .agg(
-            (pl.col("_window") == "recent").sum().alias("recent"),
-            (pl.col("_window") == "previous").sum().alias("previous"),
+            # Int64: polars counts are unsigned, and recent - previous must be able to go negative
+            (pl.col("_window") == "recent").sum().cast(pl.Int64).alias("recent"),
+            (pl.col("_window") == "previous").sum().cast(pl.Int64).alias("previous"),
         )
         .with_columns((pl.col("recent") - pl.col("previous")).alias("growth"))
     )
