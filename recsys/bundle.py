@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from recsys.durable import fsync_path
+
 MANIFEST = "manifest.json"
 CURRENT = "CURRENT"
 HISTORY = "HISTORY.jsonl"  # one line per change of CURRENT, oldest first (recsys.releases reads it)
@@ -32,14 +34,6 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def new_version() -> str:
@@ -81,7 +75,7 @@ def seal(staging: Path, version: str, manifest_fields: dict[str, Any]) -> Path:
     if final.exists():
         raise BundleError(f"bundle {final} already exists; bundles are immutable")
     os.rename(staging, final)
-    _fsync_dir(staging.parent)
+    fsync_path(staging.parent)
     return final
 
 
@@ -134,7 +128,7 @@ def promote(root: str | Path, version: str, action: str = "promote", **history_f
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / CURRENT)
-    _fsync_dir(root)
+    fsync_path(root)
     entry = {"at": datetime.now(UTC).isoformat(), "action": action, "version": version, "previous": previous}
     with (root / HISTORY).open("a") as f:
         f.write(json.dumps({**entry, **history_fields}, default=str) + "\n")

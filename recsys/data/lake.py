@@ -41,6 +41,7 @@ import polars as pl
 from recsys.bundle import sha256_of
 from recsys.data.importers import RawData, read_dataset
 from recsys.data.validate import EVENT_SCHEMA, validate
+from recsys.durable import fsync_path
 
 EVENTS_DIR, REJECTS_DIR = "events", "rejects"
 SUCCESS = "_SUCCESS"  # a partitioned-parquet delivery is complete when its writer has put this file in it
@@ -57,14 +58,6 @@ class Watermark:
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     partitions: int = 0
     next_index: int = 1
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def partitions(lake: str | Path) -> list[dict[str, Any]]:
@@ -275,7 +268,7 @@ def ingest(
         with path.open("rb") as f:
             os.fsync(f.fileno())
     os.rename(tmp, events_root / name)  # the commit point
-    _fsync(events_root)
+    fsync_path(events_root)
     return {**meta, "partition": name}
 
 
