@@ -143,6 +143,32 @@ def train(
         console.print(f"saved {model} model to [bold]{out}[/]: {stats}")
 
 
+@app.command("train-copy")
+def train_copy(
+    dataset: Path = typer.Option(..., help="prepared dataset directory with a catalogue (recsys data import)"),
+    out: Path = typer.Option(..., help="directory for the copy model (ONNX decoder, tokenizer, weights)"),
+    max_minutes: float = typer.Option(10.0, help="training time budget"),
+    epochs: int = typer.Option(30, min=1),
+    seed: int = typer.Option(0),
+) -> None:
+    """Fine-tune the ad-copy model on the catalogue's text and export it for the service."""
+    _tune_malloc()
+    from recsys.adcopy.facts import CatalogueFacts
+    from recsys.adcopy.records import records_from_catalogue
+    from training.copywriter import CopyTrainConfig, export_copy_model, fine_tune_copy
+
+    prepared = _load_prepared(dataset)
+    if prepared.catalogue is None:
+        _fail(f"{dataset} has no catalogue: ad copy is written from catalogue records (import one with --catalogue)")
+    records = records_from_catalogue(prepared.catalogue)
+    config = CopyTrainConfig(max_minutes=max_minutes, epochs=epochs, seed=seed)
+    trained = fine_tune_copy(
+        list(records.values()), CatalogueFacts.from_records(records.values()), config, console.print
+    )
+    export_copy_model(trained.model, trained.tokenizer, out)
+    console.print(f"copy model written to [bold]{out}[/]: {trained.stats}")
+
+
 @app.command("evaluate")
 def evaluate_command(
     dataset: Path = typer.Option(..., help="prepared dataset directory"),
@@ -187,10 +213,12 @@ def export(
     model_dir: Path = typer.Option(..., help="a saved LM directory"),
     bundles: Path = typer.Option(None, help="bundles root (default: <work_dir>/bundles)"),
     promote: bool = typer.Option(True, help="point CURRENT at the new bundle after it verifies"),
+    copy_model: Path = typer.Option(None, help="ad-copy model folder (`recsys train-copy`); none: template copy"),
+    adcopy_top_k: int = typer.Option(3, min=1, max=50, help="the bundle carries copy for each user's top-k"),
 ) -> None:
-    """Export the LM as a bundle: ONNX user encoder, FAISS index, catalogue, histories, manifest."""
+    """Export the LM as a bundle: ONNX user encoder, FAISS index, catalogue, histories, ad copy, manifest."""
     from recsys.data.sequences import build_sequences
-    from training.export import export_bundle
+    from training.export import AdCopyPlan, export_bundle
     from training.pipeline import data_snapshot, load_model
 
     prepared = _load_prepared(dataset)
@@ -205,6 +233,7 @@ def export(
         prepared.catalogue,
         {"data_snapshot": data_snapshot(dataset), "config": _model_card(model_dir)},
         promote=promote,
+        adcopy=AdCopyPlan(copy_model, adcopy_top_k),
     )
     console.print(f"bundle written to [bold]{path}[/]" + (" and promoted" if promote else ""))
 
@@ -307,6 +336,8 @@ def nightly(
     from_scratch: bool = typer.Option(False, help="ignore the production model; train from scratch"),
     text_init: bool = typer.Option(True, help="new items' rows start from their catalogue text"),
     force: bool = typer.Option(False, help="train even when nothing is new since the last run"),
+    copy_model: Path = typer.Option(None, help="ad-copy model folder (`recsys train-copy`); none: template copy"),
+    adcopy_top_k: int = typer.Option(3, min=1, max=50, help="the bundle carries copy for each user's top-k"),
     run_id: str = typer.Option(None, help="resume (or create) this run instead of the latest unfinished one"),
     seed: int = typer.Option(0),
     drill_shuffled_training: bool = typer.Option(
@@ -340,6 +371,8 @@ def nightly(
         from_scratch=from_scratch,
         text_init=text_init,
         force=force,
+        copy_model=copy_model,
+        adcopy_top_k=adcopy_top_k,
         run_id=run_id,
         seed=seed,
         drill_shuffle=drill_shuffled_training,
@@ -482,6 +515,36 @@ def benchmark_cold_start(
             console=console,
             command=" ".join(["recsys", *sys.argv[1:]]),
             out=out,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        _fail(str(exc))
+
+
+@benchmark_app.command("adcopy")
+def benchmark_adcopy(
+    eval_share: float = typer.Option(0.08, help="share of the items with text held out of copy fine-tuning"),
+    max_minutes: float = typer.Option(10.0, help="copy-model training budget"),
+    bundle_users: int = typer.Option(600, help="users whose top-3 copy the benchmark bundle precomputes"),
+    requests: int = typer.Option(200, help="HTTP requests per latency phase (precomputed, live)"),
+    seed: int = typer.Option(0),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/adcopy.json)"),
+) -> None:
+    """Ad copy on held-out Scientific items: ROUGE-L/BLEU vs template and retrieval, safety, latency."""
+    _tune_malloc()
+    from training.adcopy_benchmark import run_adcopy_benchmark
+
+    try:
+        run_adcopy_benchmark(
+            data_root=data_root or get_settings().data_root,
+            eval_share=eval_share,
+            max_minutes=max_minutes,
+            bundle_users=bundle_users,
+            requests=requests,
+            console=console,
+            command=" ".join(["recsys", *sys.argv[1:]]),
+            out=out,
+            seed=seed,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
         "handling overlaps with scoring); false: score on the event loop",
     )
     access_log: bool = Field(default=True, description="one JSON log line per request")
+    adcopy_budget_ms: float = Field(
+        default=800.0, gt=0.0, le=10_000.0, description="live ad-copy generation stops here; the template answers"
+    )
     log_level: str = Field(default="info")
 
     @property

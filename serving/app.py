@@ -25,7 +25,7 @@ from serving.dependencies import Services
 from serving.journal import Journal
 from serving.live import LiveHistory
 from serving.middleware import ServiceMiddleware
-from serving.routers import admin, events, items, operations, recommendations
+from serving.routers import adcopy, admin, events, items, operations, recommendations
 from serving.state import EngineHolder, ReloadFailed
 
 log = logging.getLogger("recsys.service")
@@ -81,7 +81,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.services = services
     errors.install(app)
-    for module in (recommendations, items, events, admin, operations):
+    for module in (recommendations, items, adcopy, events, admin, operations):
         app.include_router(module.router)
     app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
     return app

@@ -22,6 +22,7 @@ from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.models.base import Scorer
 from recsys.tokens import left_pad
+from serving.adcopy import ADCOPY_DIR, AdCopyAssets
 
 MAX_K = 1000
 
@@ -82,6 +83,8 @@ class BundleRecommender(Scorer):
         self.popularity = counts
         catalogue_path = self.path / "catalogue.parquet"
         self.catalogue = pl.read_parquet(catalogue_path) if catalogue_path.exists() else None
+        has_adcopy = self.catalogue is not None and (self.path / ADCOPY_DIR).is_dir()
+        self.adcopy: AdCopyAssets | None = AdCopyAssets(self.path, self.catalogue, threads) if has_adcopy else None
         self._unit_embeddings: np.ndarray | None = None  # for similar items, built on first use
 
     def titles(self, item_ids: Sequence[str]) -> dict[str, str]:

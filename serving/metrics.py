@@ -44,6 +44,8 @@ RELOAD_SECONDS = Histogram(
 )
 FALLBACKS = Counter("recsys_fallbacks", "Popularity fallbacks served, by reason", ["reason"])
 UNKNOWN_ITEMS = Counter("recsys_unknown_items", "History items the bundle does not know (ignored)")
+ADCOPY = Counter("recsys_adcopy", "Ad copy served, by source (precomputed, generated, fallback)", ["source"])
+ADCOPY_TIMEOUTS = Counter("recsys_adcopy_timeouts", "Live ad copy whose generation ran out of time (template served)")
 EVENTS = Counter("recsys_events", "Events received, by result (accepted, duplicate)", ["result"])
 JOURNAL_PENDING = Gauge(
     "recsys_journal_pending_batches", "Event batches waiting for their commit", multiprocess_mode="livesum"

@@ -146,6 +146,56 @@ class SimilarItems(BaseModel):
     items: list[ScoredItem] = Field(description="most similar first (cosine of the item embeddings)")
 
 
+# -- ad copy -----------------------------------------------------------------------------------------------
+MAX_HEADLINE_CHARS = 60
+MIN_BODY_CHARS, MAX_BODY_CHARS = 40, 160
+
+
+class AdCopyRequest(_Strict):
+    item_id: ExternalId = Field(description="the item to promote (usually one of the user's recommendations)")
+    user_id: ExternalId | None = Field(
+        default=None, description="a user the service knows: their history personalises the copy"
+    )
+    history: list[ExternalId] = Field(
+        default_factory=list,
+        max_length=MAX_HISTORY_ITEMS,
+        description="recent items, oldest first (appended to the user's history when user_id is given)",
+    )
+    max_body_chars: Annotated[int, BeforeValidator(_integer)] = Field(
+        default=MAX_BODY_CHARS,
+        ge=MIN_BODY_CHARS,
+        le=MAX_BODY_CHARS,
+        description=f"longest body, {MIN_BODY_CHARS}..{MAX_BODY_CHARS} characters (headline: {MAX_HEADLINE_CHARS})",
+    )
+    fresh: Flag = Field(default=False, description="true: generate now even when the nightly batch wrote copy")
+
+
+class AdCopyChecks(BaseModel):
+    grounded: bool = Field(description="every brand, number and product noun is in the item's record")
+    claims_free: bool = Field(description="no health, guarantee, superlative or protected-attribute claim")
+    within_length: bool = Field(description="headline and body fit their limits")
+
+
+class AdCopy(BaseModel):
+    bundle_version: str
+    item_id: str
+    user_id: str | None = None
+    headline: str
+    body: str
+    source: Literal["precomputed", "generated", "fallback"] = Field(
+        description="precomputed: written by the nightly batch; generated: written now by the model; "
+        "fallback: the grounded template (see `reasons`)"
+    )
+    generated: bool = Field(description="true when a model wrote the text (precomputed or now)")
+    reasons: list[str] = Field(description="why this source: rejected candidates, time budget, no history ...")
+    interest: str | None = Field(description="the interest from the user's history the copy connects to")
+    personalised: bool
+    checks: AdCopyChecks
+    unknown_items: list[str] = Field(description="history items this bundle does not know; they were ignored")
+    generation_ms: float = Field(description="time spent generating (0 for precomputed copy)")
+    tokens: int = Field(description="decoding steps run")
+
+
 # -- events ------------------------------------------------------------------------------------------------
 class Event(_Strict):
     event_id: IdText = Field(description="idempotency key: a retried event with the same key is stored once")

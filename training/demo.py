@@ -6,11 +6,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from recsys.adcopy.facts import CatalogueFacts
+from recsys.adcopy.records import records_from_catalogue
 from recsys.console import metrics_table, print_recommendations
 from recsys.synthetic import write_synthetic
 from serving.engine import BundleRecommender
 from training import pipeline
-from training.export import export_bundle
+from training.copy_model import CopyModelConfig
+from training.copywriter import CopyTrainConfig, export_copy_model, fine_tune_copy
+from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
 
 
@@ -38,7 +42,15 @@ def run_demo(work_dir: Path, data_preset: str, seed: int, console: Console) -> P
     console.print(metrics_table("test, unmasked", results, "test_unmasked"))
     pipeline.write_json(demo_dir / "metrics.json", pipeline.results_document("synthetic", "recsys demo", results))
 
-    console.rule("4/5 export: ONNX user encoder + FAISS index -> bundle -> verify -> promote CURRENT")
+    console.rule("4/5 ad copy: fine-tune the copy model on the catalogue text; export -> bundle -> promote CURRENT")
+    records = records_from_catalogue(prepared.catalogue)
+    copy_config = CopyTrainConfig(
+        max_minutes=1.5, vocab_size=1000, model=CopyModelConfig(n_layer=2, n_head=4, n_embd=128, block_size=160)
+    )
+    trained = fine_tune_copy(
+        list(records.values()), CatalogueFacts.from_records(records.values()), copy_config, console.print
+    )
+    copy_dir = export_copy_model(trained.model, trained.tokenizer, demo_dir / "models" / "copy")
     lm = models["lm"]
     bundle_dir = export_bundle(
         lm,
@@ -51,6 +63,7 @@ def run_demo(work_dir: Path, data_preset: str, seed: int, console: Console) -> P
             "config": preset.name,
         },
         promote=True,
+        adcopy=AdCopyPlan(copy_dir, top_k=1),
     )
     console.print(f"promoted bundle [bold]{bundle_dir}[/]")
 
@@ -59,6 +72,13 @@ def run_demo(work_dir: Path, data_preset: str, seed: int, console: Console) -> P
     for user_id in data.test.user_ids[:3]:
         print_recommendations(console, engine, engine.recommend_for_user(user_id, k=5), as_json=False)
     print_recommendations(console, engine, engine.recommend_for_user("no-such-user", k=5), as_json=False)
+    if engine.adcopy is not None:
+        user_id = data.test.user_ids[0]
+        top = engine.recommend_for_user(user_id, k=1).item_ids[0]
+        answer = engine.adcopy.precomputed(user_id, top, 160)
+        if answer is not None:
+            console.print(f"ad copy for {user_id}, item {top} ({answer.source}, interest: {answer.interest}):")
+            console.print(f"  [bold]{answer.copy.headline}[/]\n  {answer.copy.body}")
     console.print(
         f"\nTry it yourself: [bold].venv/bin/recsys recommend --bundle {work_dir / 'bundles'} "
         f"--user {data.test.user_ids[0]}[/]"

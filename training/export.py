@@ -6,6 +6,7 @@ import copy
 import json
 import warnings
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +19,31 @@ from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.tokens import left_pad
+from training.adcopy_batch import write_adcopy_assets
 from training.model import GenerativeRecommender, UserEncoder
 
 ONNX_FILE = "user_encoder.onnx"
+
+
+@dataclass(frozen=True)
+class AdCopyPlan:
+    """What the bundle carries for ad copy: the copy model (None: template only) and copy for each user's top-k."""
+
+    copy_model_dir: Path | None
+    top_k: int = 3
+    batch_size: int = 512
+
+
+def top_k_items(model: GenerativeRecommender, sequences: Sequences, k: int, batch_size: int) -> dict[str, list[str]]:
+    """Each user's top-k item IDs (history masked), scored in batches."""
+    assert model.vocab is not None
+    out: dict[str, list[str]] = {}
+    for start in range(0, len(sequences.items), batch_size):
+        histories = [seq[-model.config.max_len :] for seq in sequences.items[start : start + batch_size]]
+        items, _ = model.recommend(histories, k)
+        for user_id, row in zip(sequences.user_ids[start : start + batch_size], items, strict=True):
+            out[user_id] = [model.vocab.item_ids[i] for i in row]
+    return out
 
 
 class _ExportableEncoder(UserEncoder):
@@ -107,11 +130,13 @@ def export_bundle(
     promote: bool = False,
     version: str | None = None,
     before_seal: Callable[[Path], None] | None = None,
+    adcopy: AdCopyPlan | None = None,
 ) -> Path:
     """Write, seal and (optionally) promote a bundle; returns its directory. Production is untouched on error.
 
     `version` names the bundle (default: now), so a job that is rerun after a crash writes the same bundle
     again rather than a second one; `before_seal` is called with the staging directory (fault-injection tests).
+    With `adcopy` and a catalogue, the bundle also carries the copy model and the copy for each user's top-k.
     """
     assert model.lm is not None and model.vocab is not None
     version = version or bundle.new_version()
@@ -122,8 +147,14 @@ def export_bundle(
     recent_histories(sequences, model.vocab.item_ids, model.config.max_len).write_parquet(staging / "histories.parquet")
     counts = np.bincount(np.concatenate(sequences.items), minlength=model.n_items) if sequences.items else []
     (staging / "popularity.json").write_text(json.dumps({"counts": np.asarray(counts).tolist()}))
+    adcopy_stats = None
     if catalogue is not None:
         catalogue.write_parquet(staging / "catalogue.parquet")
+        if adcopy is not None:
+            item_ids = np.asarray(model.vocab.item_ids, dtype=object)
+            histories = {u: item_ids[s].tolist() for u, s in zip(sequences.user_ids, sequences.items, strict=True)}
+            recommendations = top_k_items(model, sequences, adcopy.top_k, adcopy.batch_size)
+            adcopy_stats = write_adcopy_assets(staging, adcopy.copy_model_dir, catalogue, histories, recommendations)
     fields = {
         "model": {
             "kind": model.kind,
@@ -135,6 +166,8 @@ def export_bundle(
         },
         **(manifest_fields or {}),
     }
+    if adcopy_stats is not None:
+        fields["adcopy"] = adcopy_stats
     if before_seal is not None:
         before_seal(staging)
     final = bundle.seal(staging, version, fields)

@@ -77,6 +77,8 @@ class NightlyConfig:
     from_scratch: bool = False  # ignore the production checkpoint
     text_init: bool = True  # new items' rows from their catalogue text
     catalogue_items: bool = True  # catalogue items with text but no events become recommendable
+    copy_model: Path | None = None  # ad-copy model folder (training/copywriter.py); None: template copy only
+    adcopy_top_k: int = 3  # the bundle carries copy for each user's top-k recommendations
     force: bool = False  # train even when nothing is new
     run_id: str | None = None
     resume_within_hours: float = 24.0  # an unfinished run older than this is abandoned, not resumed
@@ -524,7 +526,7 @@ def step_gate(ctx: Context) -> dict[str, Any]:
 def step_export(ctx: Context) -> dict[str, Any]:
     from recsys.data.prepared import load_prepared
     from training import pipeline
-    from training.export import export_bundle, without_items
+    from training.export import AdCopyPlan, export_bundle, without_items
     from training.model import GenerativeRecommender
 
     root, version = ctx.cfg.bundles_root, ctx.run.version
@@ -561,6 +563,7 @@ def step_export(ctx: Context) -> dict[str, Any]:
             promote=False,
             version=version,
             before_seal=lambda _staging: crash_point("export:staged"),
+            adcopy=AdCopyPlan(ctx.cfg.copy_model, ctx.cfg.adcopy_top_k),
         )
     crash_point("export:sealed")
     checkpoint = ctx.cfg.checkpoints / version

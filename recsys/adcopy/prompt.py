@@ -1,0 +1,82 @@
+"""The text format the copy model reads and writes, shared by training (targets) and serving (prompts, parsing).
+
+One example is one string: the task token, the interest (a phrase from the item's record that the user's
+history shares, or nothing), the record's fields, then the copy:
+
+    <copy><interest>Adhesives & Sealants<name>Gorilla Original Gorilla Glue ...<brand>Gorilla<cat>Urethane
+    Adhesives<headline>Gorilla Original Gorilla Glue<body>Picked for your interest in ...<eos>
+
+The model learns the text after `<headline>`; everything before it is the prompt.
+"""
+
+from __future__ import annotations
+
+import re
+
+from recsys.adcopy.checks import Copy
+from recsys.adcopy.records import ItemRecord
+
+PAD, EOS = "<pad>", "<eos>"
+TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, HEADLINE, BODY = (
+    "<copy>",
+    "<interest>",
+    "<name>",
+    "<brand>",
+    "<cat>",
+    "<price>",
+    "<headline>",
+    "<body>",
+)
+SPECIAL_TOKENS = [PAD, EOS, TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, HEADLINE, BODY]
+MAX_FIELD_CHARS = 160  # a field longer than this is cut: the prompt must fit the model's block
+
+# Openings that tie the body to the user's interest; the model learns to write one when it is given an interest.
+HOOKS = (
+    "Picked for your interest in {interest}.",
+    "Because you like {interest}:",
+    "More for your {interest} shelf.",
+    "A fit with your {interest} picks.",
+    "Chosen for fans of {interest}.",
+)
+
+
+def _field(text: str | None) -> str:
+    text = re.sub(r"\s+", " ", text or "").strip()
+    for token in SPECIAL_TOKENS:
+        text = text.replace(token, " ")
+    return shorten(text, MAX_FIELD_CHARS)
+
+
+def shorten(text: str, limit: int) -> str:
+    """Cut at the last word boundary that fits (never mid-word) and drop dangling punctuation."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    cut = text[: limit + 1].rsplit(" ", 1)[0] if " " in text[:limit] else text[:limit]
+    return cut.rstrip(" ,;:-–(/&").strip()
+
+
+def build_prompt(record: ItemRecord, interest: str | None) -> str:
+    parts = [TASK, INTEREST, _field(interest), NAME, _field(record.name)]
+    if record.brand:
+        parts += [BRAND, _field(record.brand)]
+    if record.categories:
+        parts += [CATEGORY, _field(record.categories[-1])]
+    if record.price_text is not None:
+        parts += [PRICE, record.price_text]
+    return "".join(parts) + HEADLINE
+
+
+def build_target(copy: Copy) -> str:
+    return f"{copy.headline}{BODY}{copy.body}{EOS}"
+
+
+def parse_copy(generated: str) -> Copy | None:
+    """The copy from the text generated after the prompt; None when the model did not write both parts."""
+    text = generated.split(EOS, 1)[0]
+    if BODY not in text:
+        return None
+    headline, body = (re.sub(r"\s+", " ", part).strip() for part in text.split(BODY, 1))
+    if not headline or not body or any(token in headline + body for token in SPECIAL_TOKENS):
+        return None
+    return Copy(headline, body)
