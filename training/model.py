@@ -68,6 +68,9 @@ class TrainConfig:
     # epochs on everything but the test events (the validation events included): the test-time model then
     # knows each user's most recent interaction, as a production model retrained nightly would.
     refit_with_valid: bool = False
+    # With refit_with_valid: the epoch count a previous selection run chose (e.g. another seed's); the
+    # selection fit is skipped and only the refit runs. None: select on validation first.
+    selected_epochs: int | None = None
     log_every: int = 20
     extra: dict = field(default_factory=dict)
 

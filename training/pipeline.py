@@ -92,6 +92,11 @@ def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, 
     if not isinstance(model, GenerativeRecommender):
         model.fit(data.train, len(prepared.vocab), data.valid)
         return {"train_wall_s": round(time.perf_counter() - started, 1)}
+    if model.train_config.refit_with_valid and model.train_config.selected_epochs:
+        epochs = model.train_config.selected_epochs
+        model.train_config = replace(model.train_config, epochs=epochs, max_minutes=0.0)
+        model.fit(data.train_with_valid, len(prepared.vocab), None, vocab=prepared.vocab)
+        return {**model.stats, "best_epoch": epochs, "selection": "epochs given by the preset (selected_epochs)"}
     model.fit(data.train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
     stats = dict(model.stats)
     if model.train_config.refit_with_valid:
