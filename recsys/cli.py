@@ -527,6 +527,7 @@ def benchmark_adcopy(
     bundle_users: int = typer.Option(600, help="users whose top-3 copy the benchmark bundle precomputes"),
     requests: int = typer.Option(200, help="HTTP requests per latency phase (precomputed, live)"),
     seed: int = typer.Option(0),
+    reuse_model: bool = typer.Option(False, help="evaluate the copy model a previous run trained (no training)"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/adcopy.json)"),
 ) -> None:
@@ -545,6 +546,7 @@ def benchmark_adcopy(
             command=" ".join(["recsys", *sys.argv[1:]]),
             out=out,
             seed=seed,
+            reuse_model=reuse_model,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         _fail(str(exc))

@@ -20,9 +20,10 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
+from recsys.adcopy._text import words
 from recsys.adcopy.checks import Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import EOS, build_prompt, parse_copy, shorten
+from recsys.adcopy.prompt import BODY, EOS, HOOKS, build_prompt, parse_copy, prompt_description, shorten
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
 
@@ -42,6 +43,7 @@ class CopyResult:
     rejected: int = 0  # candidates that failed a check
     rejected_claims: int = 0  # ... of which the claims filter refused
     rejected_unsupported: int = 0  # ... of which stated a fact not in the record
+    rejected_vocabulary: int = 0  # ... of which used a word that is neither in the record nor in a hook
     tokens: int = 0  # decoding steps run
     generate_ms: float = 0.0
     finished: bool = True  # False: the deadline stopped decoding
@@ -88,8 +90,11 @@ class CopyWriter:
         temperature: float = 0.7,
         top_k: int = 20,
         deadline: float | None = None,
+        allowed: np.ndarray | None = None,
     ) -> tuple[list[str], np.ndarray, int, bool]:
-        """n continuations of the prompt: texts, mean log-probabilities, steps run, whether all finished."""
+        """n continuations of the prompt: texts, mean log-probabilities, steps run, whether all finished.
+
+        `allowed` (a boolean mask over the vocabulary) constrains decoding to those tokens."""
         ids = np.asarray([self.tokenizer.encode(prompt).ids], dtype=np.int64)
         max_new_tokens = min(max_new_tokens, self.block_size - ids.shape[1])
         if max_new_tokens < 1:
@@ -105,6 +110,8 @@ class CopyWriter:
         for t in range(max_new_tokens):
             if deadline is not None and time.perf_counter() > deadline:
                 break
+            if allowed is not None:
+                logits = np.where(allowed, logits, -1e9)
             scaled = logits / temperature
             top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
             top_logits = np.take_along_axis(scaled, top, axis=1)
@@ -131,6 +138,25 @@ class CopyWriter:
         finished = bool(done.all())
         return texts, logprob / np.maximum(lengths, 1), steps, finished
 
+    @staticmethod
+    def source_text(record: ItemRecord, interest: str | None) -> str:
+        """What copy may be made of: the record as the prompt shows it, and the hooks for this interest."""
+        hooks = " ".join(h.format(interest=interest) for h in HOOKS) if interest else ""
+        parts = [record.name, record.brand, " ".join(record.categories), record.price_text, prompt_description(record)]
+        return " ".join(p for p in [*parts, hooks] if p)
+
+    def allowed_tokens(self, source_text: str) -> np.ndarray:
+        """Constrained decoding: only tokens the source text is made of (with and without a leading space),
+        the end-of-sequence and body markers, and basic punctuation. A model that can only copy from the record
+        cannot name another product's brand or size; the checks then catch what recombination still invents."""
+        pieces = re.findall(r"\S+", source_text)
+        texts = [source_text, " ".join(pieces), *(" " + p for p in pieces), *pieces, " . , : ; - ( ) & /", ". , :"]
+        ids = {i for encoding in self.tokenizer.encode_batch(texts) for i in encoding.ids}
+        ids |= {self.eos, self.tokenizer.token_to_id(BODY)}
+        mask = np.zeros(self.tokenizer.get_vocab_size(), dtype=bool)
+        mask[list(ids)] = True
+        return mask
+
     def write(
         self,
         record: ItemRecord,
@@ -152,9 +178,11 @@ class CopyWriter:
         )
         rng = np.random.default_rng(key)
         prompt = build_prompt(record, interest)
+        source_text = self.source_text(record, interest)
+        allowed, vocabulary = self.allowed_tokens(source_text), set(words(source_text))
         result = CopyResult(template_copy(record, interest, max_headline, max_body), "fallback", interest=interest)
         for _ in range(rounds):
-            texts, scores, steps, finished = self.sample(prompt, n, rng, deadline=deadline)
+            texts, scores, steps, finished = self.sample(prompt, n, rng, deadline=deadline, allowed=allowed)
             result.tokens += steps
             result.candidates += n
             if not finished and deadline is not None and time.perf_counter() > deadline:
@@ -171,6 +199,12 @@ class CopyWriter:
                 if result.unchecked is None:
                     result.unchecked = candidate
                 check = check_copy(candidate, record, self.facts, max_headline, max_body)
+                strange = sorted(set(words(f"{candidate.headline} {candidate.body}")) - vocabulary)
+                if check.ok and strange:
+                    result.rejected += 1
+                    result.rejected_vocabulary += 1
+                    result.reasons.append(f"words not in the record: {', '.join(repr(w) for w in strange[:3])}")
+                    continue
                 if check.ok:
                     result.copy, result.source = candidate, "generated"
                     result.generate_ms = (time.perf_counter() - started) * 1000

@@ -5,10 +5,19 @@ import copy
 import numpy as np
 import pytest
 
-from serving.engine import BundleRecommender
+from recsys.data.sequences import HoldoutSet
+from recsys.evaluate import evaluate
+from recsys.metrics import ranking_metrics
 from training import pipeline
-from training.export import export_bundle
-from training.text_embeddings import TextEncoder, TextProjection, add_items_from_text, item_texts
+from training.cold_start import SelectionRanker
+from training.text_embeddings import (
+    KnnProjection,
+    TextEncoder,
+    TextProjection,
+    add_items_from_text,
+    item_texts,
+    load_projection,
+)
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +41,61 @@ def test_projection_round_trip(tmp_path):
     np.testing.assert_allclose(TextProjection.load(tmp_path / "p.safetensors")(x), projection(x), atol=1e-6)
 
 
+def test_norm_matched_ridge_gives_rows_of_the_median_warm_norm(tmp_path):
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(300, 16)), rng.normal(size=(300, 8)) * rng.uniform(0.5, 3.0, size=(300, 1))
+    median = np.median(np.linalg.norm(y, axis=1))
+    for projection in (
+        TextProjection.fit(x, y, 10.0, match_norm=True),
+        TextProjection.fit(x, y, 10.0, unit_targets=True),
+    ):
+        np.testing.assert_allclose(np.linalg.norm(projection(x[:20]), axis=1), median, rtol=1e-4)
+        projection.save(tmp_path / "r.safetensors")
+        np.testing.assert_allclose(load_projection(tmp_path / "r.safetensors")(x[:20]), projection(x[:20]), atol=1e-6)
+    assert np.linalg.norm(TextProjection.fit(x, y, 10.0)(x), axis=1).mean() < 0.5 * median  # why: plain ridge shrinks
+
+
+def test_knn_projection_follows_the_most_similar_items_and_round_trips(tmp_path):
+    rng = np.random.default_rng(2)
+    keys, rows = rng.normal(size=(100, 12)), rng.normal(size=(100, 6)) * rng.uniform(0.5, 3.0, size=(100, 1))
+    twin_queries = keys[[3, 40]] * 2.0  # same direction as items 3 and 40: cosine 1
+    np.testing.assert_allclose(
+        KnnProjection.fit(keys, rows, k=1, norm_scale=1.0)(twin_queries), rows[[3, 40]], rtol=1e-5
+    )
+    projection = KnnProjection.fit(keys, rows, k=10, temperature=0.05, match_norm=True)
+    index, weights = projection.neighbours(twin_queries)
+    assert index.shape == (2, 10) and np.allclose(weights.sum(1), 1.0)
+    projected = projection(twin_queries)
+    expected_norm = (weights * np.linalg.norm(rows, axis=1)[index]).sum(1) * projection.norm_scale
+    np.testing.assert_allclose(np.linalg.norm(projected, axis=1), expected_norm, rtol=1e-4)
+    cosine = (
+        np.sum(projected * rows[[3, 40]], 1) / np.linalg.norm(projected, axis=1) / np.linalg.norm(rows[[3, 40]], axis=1)
+    )
+    assert np.all(cosine > 0.5)  # dominated by the twin
+    projection.save(tmp_path / "k.safetensors")
+    loaded = load_projection(tmp_path / "k.safetensors")
+    assert isinstance(loaded, KnnProjection) and (loaded.k, loaded.temperature) == (10, 0.05)
+    np.testing.assert_allclose(loaded(twin_queries), projected, atol=1e-6)
+
+
+def test_selection_ranks_match_the_evaluator(tiny_lm, tiny_split):
+    """The fast selection ranker scores cold rows without the model; it must agree with `evaluate`."""
+    model = copy.deepcopy(tiny_lm)
+    n_warm = model.n_items
+    rng = np.random.default_rng(3)
+    cold_rows = (model.item_embeddings().detach().numpy()[rng.choice(n_warm, 6)] * 1.5).astype(np.float32)
+    valid = tiny_split.valid
+    targets = valid.targets.copy()
+    targets[::3] = n_warm + rng.integers(0, len(cold_rows), size=len(targets[::3]))  # some targets are cold items
+    holdout = HoldoutSet(valid.user_ids, valid.inputs, targets)
+    ranks = SelectionRanker(model, holdout, n_warm).ranks(cold_rows)
+    add_items_from_text(model, [f"COLD-{i}" for i in range(len(cold_rows))], cold_rows, lambda rows: rows)
+    expected = evaluate(model, holdout)["masked"]
+    got = ranking_metrics(ranks)
+    for key in ("HR@10", "NDCG@10", "HR@50", "MRR"):
+        assert got[key] == pytest.approx(expected[key], abs=1e-6)
+
+
 def test_new_item_becomes_recommendable_after_a_catalogue_update(encoder, tiny_prepared, tiny_split, tiny_lm, tmp_path):
     prepared, _ = tiny_prepared
     model = copy.deepcopy(tiny_lm)
@@ -50,7 +114,17 @@ def test_new_item_becomes_recommendable_after_a_catalogue_update(encoder, tiny_p
     items, _ = model.recommend(users, k=10)
     assert np.mean([new_index in row for row in items]) >= 0.8  # ranks beside its twin for the twin's fans
 
+    # the kNN projector (the cold-start default) puts the new listing beside its twin too
+    knn_model = copy.deepcopy(tiny_lm)
+    knn = KnnProjection.fit(texts[:-1], knn_model.item_embeddings().detach().numpy())
+    add_items_from_text(knn_model, ["NEW-LISTING"], texts[-1:], knn)
+    knn_items, _ = knn_model.recommend(users, k=10)
+    assert np.mean([knn_model.vocab.index_of("NEW-LISTING") in row for row in knn_items]) >= 0.8
+
     # and the online path serves it: export a bundle from the updated model (no training step in between)
+    from serving.engine import BundleRecommender
+    from training.export import export_bundle
+
     sequences = pipeline.build_sequences(prepared.events, prepared.vocab)
     bundle_dir = export_bundle(model, sequences, tmp_path / "bundles", prepared.catalogue, promote=True)
     engine = BundleRecommender(bundle_dir)

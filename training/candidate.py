@@ -29,7 +29,7 @@ from recsys.data.sequences import Sequences
 from training import distributed, pipeline
 from training.model import GenerativeRecommender
 from training.presets import load_preset
-from training.text_embeddings import TextProjection, add_items_from_text
+from training.text_embeddings import KnnProjection, add_items_from_text
 
 
 def save_text(path: str | Path, embeddings: dict[str, np.ndarray], digests: dict[str, str] | None = None) -> None:
@@ -78,7 +78,7 @@ def _rows_from_text(model: GenerativeRecommender, base_ids: set[str], text: dict
     if not new or len(warm) < 2:
         return 0
     rows = model.item_embeddings().detach().numpy()
-    projection = TextProjection.fit(np.stack([text[item] for _, item in warm]), rows[[i for i, _ in warm]])
+    projection = KnnProjection.fit(np.stack([text[item] for _, item in warm]), rows[[i for i, _ in warm]])
     projected = projection(np.stack([text[item] for _, item in new]))
     with torch.no_grad():
         weight = model.lm.get_input_embeddings().weight
@@ -94,7 +94,7 @@ def _catalogue_items_from_text(model: GenerativeRecommender, text: dict[str, np.
     if not fresh or len(trained) < 2:
         return 0
     rows = model.item_embeddings().detach().numpy()
-    projection = TextProjection.fit(np.stack([text[item] for _, item in trained]), rows[[i for i, _ in trained]])
+    projection = KnnProjection.fit(np.stack([text[item] for _, item in trained]), rows[[i for i, _ in trained]])
     add_items_from_text(model, fresh, np.stack([text[item] for item in fresh]), projection)
     return len(fresh)
 

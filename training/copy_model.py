@@ -27,9 +27,9 @@ from torch import nn
 @dataclass
 class CopyModelConfig:
     vocab_size: int = 4096
-    n_layer: int = 4
+    n_layer: int = 3
     n_head: int = 4
-    n_embd: int = 192
+    n_embd: int = 128
     block_size: int = 256  # longest prompt + copy, in tokens
     dropout: float = 0.1
 

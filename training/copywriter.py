@@ -26,7 +26,16 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from recsys.adcopy.checks import Copy
 from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import EOS, HOOKS, PAD, SPECIAL_TOKENS, build_prompt, build_target, shorten
+from recsys.adcopy.prompt import (
+    EOS,
+    HOOKS,
+    PAD,
+    SPECIAL_TOKENS,
+    build_prompt,
+    build_target,
+    prompt_description,
+    shorten,
+)
 from recsys.adcopy.records import ItemRecord
 from serving.copywriter import DECODER_FILE, TOKENIZER_FILE
 from training.copy_model import CopyModel, CopyModelConfig
@@ -40,12 +49,12 @@ _BOILERPLATE = re.compile(r"amazon\.com|click|http|www\.|\bwe\b|\bour\b|\bus\b|\
 class CopyTrainConfig:
     epochs: int = 30
     batch_size: int = 32
-    lr: float = 1e-3
+    lr: float = 2e-3
     weight_decay: float = 0.1
     warmup_ratio: float = 0.05
     grad_clip: float = 1.0
     patience: int = 3  # evaluations without a better held-out loss before stopping
-    variants_per_item: int = 3  # examples per item: different interests (or none) and hooks
+    variants_per_item: int = 2  # examples per item: different interests (or none) and hooks
     interest_prob: float = 0.7
     valid_share: float = 0.05
     max_minutes: float = 10.0
@@ -87,7 +96,9 @@ def interest_options(record: ItemRecord, facts: CatalogueFacts) -> list[str]:
 
 
 def training_copy(record: ItemRecord, interest: str | None, rng: np.random.Generator) -> Copy | None:
-    sentences = clean_sentences(record.description)
+    """Headline: the name cut to fit. Body: a hook for the interest, then the clean sentences of the part of
+    the description the prompt shows (so the body only says what the model could read)."""
+    sentences = clean_sentences(prompt_description(record))
     if not sentences:
         return None
     hook = HOOKS[rng.integers(len(HOOKS))].format(interest=interest) if interest else ""

@@ -17,34 +17,36 @@ from recsys.adcopy.checks import Copy
 from recsys.adcopy.records import ItemRecord
 
 PAD, EOS = "<pad>", "<eos>"
-TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, HEADLINE, BODY = (
+TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, DESCRIPTION, HEADLINE, BODY = (
     "<copy>",
     "<interest>",
     "<name>",
     "<brand>",
     "<cat>",
     "<price>",
+    "<desc>",
     "<headline>",
     "<body>",
 )
-SPECIAL_TOKENS = [PAD, EOS, TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, HEADLINE, BODY]
+SPECIAL_TOKENS = [PAD, EOS, TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, DESCRIPTION, HEADLINE, BODY]
 MAX_FIELD_CHARS = 160  # a field longer than this is cut: the prompt must fit the model's block
+MAX_DESCRIPTION_CHARS = 300  # the description's opening: what the copy's body may draw its sentences from
 
 # Openings that tie the body to the user's interest; the model learns to write one when it is given an interest.
 HOOKS = (
     "Picked for your interest in {interest}.",
     "Because you like {interest}:",
-    "More for your {interest} shelf.",
+    "More for your {interest} list.",
     "A fit with your {interest} picks.",
-    "Chosen for fans of {interest}.",
+    "Chosen with your {interest} in mind.",
 )
 
 
-def _field(text: str | None) -> str:
+def _field(text: str | None, limit: int = MAX_FIELD_CHARS) -> str:
     text = re.sub(r"\s+", " ", text or "").strip()
     for token in SPECIAL_TOKENS:
         text = text.replace(token, " ")
-    return shorten(text, MAX_FIELD_CHARS)
+    return shorten(text, limit)
 
 
 def shorten(text: str, limit: int) -> str:
@@ -56,6 +58,11 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:-–(/&").strip()
 
 
+def prompt_description(record: ItemRecord) -> str:
+    """The part of the record's description the model reads (its opening, whitespace collapsed)."""
+    return shorten(re.sub(r"\s+", " ", record.description or ""), MAX_DESCRIPTION_CHARS)
+
+
 def build_prompt(record: ItemRecord, interest: str | None) -> str:
     parts = [TASK, INTEREST, _field(interest), NAME, _field(record.name)]
     if record.brand:
@@ -64,6 +71,9 @@ def build_prompt(record: ItemRecord, interest: str | None) -> str:
         parts += [CATEGORY, _field(record.categories[-1])]
     if record.price_text is not None:
         parts += [PRICE, record.price_text]
+    description = prompt_description(record)
+    if description:
+        parts += [DESCRIPTION, _field(description, MAX_DESCRIPTION_CHARS)]
     return "".join(parts) + HEADLINE
 
 
