@@ -15,7 +15,7 @@ from pathlib import Path
 
 import polars as pl
 
-from recsys.adcopy.checks import Copy, check_copy
+from recsys.adcopy.checks import MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.interests import shared_interest
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
@@ -68,7 +68,7 @@ class AdCopyAssets:
         return shared_interest(record, known, self.facts) if known else None
 
     def _answer(self, record: ItemRecord, copy: Copy, source: str, interest: str | None, max_body: int, **kw):
-        check = check_copy(copy, record, self.facts, 60, max_body)
+        check = check_copy(copy, record, self.facts, MAX_HEADLINE, max_body)
         return AdCopyAnswer(
             record.item_id,
             copy,
@@ -84,18 +84,17 @@ class AdCopyAssets:
         row = self.copies.get((user_id, item_id)) if user_id is not None else None
         if row is None or len(row["body"]) > max_body:
             return None
-        record = self.record(item_id)
+        # No re-check per request: the batch stored only copy that passed check_copy with the full limits, or
+        # the template (grounded by construction), and the body fits this request's limit (tested just above).
         reasons = ["written by the nightly batch", *(row.get("reasons") or [])]
-        return self._answer(
-            record, Copy(row["headline"], row["body"]), "precomputed", row["interest"], max_body, reasons=reasons
-        )
+        return AdCopyAnswer(item_id, Copy(row["headline"], row["body"]), "precomputed", row["interest"], reasons)
 
     def write(self, item_id: str, history: Sequence[str], max_body: int, budget_s: float) -> AdCopyAnswer:
         """Live copy: generated and checked within the budget, or the grounded template, flagged."""
         record = self.record(item_id)
         interest = self.interest(record, history)
         if self.writer is None:
-            copy = template_copy(record, interest, 60, max_body)
+            copy = template_copy(record, interest, MAX_HEADLINE, max_body)
             return self._answer(record, copy, "fallback", interest, max_body, reasons=["bundle has no copy model"])
         started = time.perf_counter()
         result = self.writer.write(record, interest, max_body=max_body, deadline_s=budget_s)

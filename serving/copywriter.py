@@ -21,7 +21,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy._text import words
-from recsys.adcopy.checks import Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import BODY, EOS, HOOKS, build_prompt, parse_copy, prompt_description, shorten
 from recsys.adcopy.records import ItemRecord
@@ -161,8 +161,8 @@ class CopyWriter:
         self,
         record: ItemRecord,
         interest: str | None,
-        max_body: int = 160,
-        max_headline: int = 60,
+        max_body: int = MAX_BODY,
+        max_headline: int = MAX_HEADLINE,
         n: int = 4,
         rounds: int = 2,
         deadline_s: float | None = None,

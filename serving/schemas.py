@@ -23,6 +23,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE
 from serving.engine import MAX_K
 
 MAX_ID_LENGTH = 256
@@ -147,8 +148,7 @@ class SimilarItems(BaseModel):
 
 
 # -- ad copy -----------------------------------------------------------------------------------------------
-MAX_HEADLINE_CHARS = 60
-MIN_BODY_CHARS, MAX_BODY_CHARS = 40, 160
+MIN_BODY_CHARS = 40
 
 
 class AdCopyRequest(_Strict):
@@ -162,10 +162,10 @@ class AdCopyRequest(_Strict):
         description="recent items, oldest first (appended to the user's history when user_id is given)",
     )
     max_body_chars: Annotated[int, BeforeValidator(_integer)] = Field(
-        default=MAX_BODY_CHARS,
+        default=MAX_BODY,
         ge=MIN_BODY_CHARS,
-        le=MAX_BODY_CHARS,
-        description=f"longest body, {MIN_BODY_CHARS}..{MAX_BODY_CHARS} characters (headline: {MAX_HEADLINE_CHARS})",
+        le=MAX_BODY,
+        description=f"longest body, {MIN_BODY_CHARS}..{MAX_BODY} characters (headline: {MAX_HEADLINE})",
     )
     fresh: Flag = Field(default=False, description="true: generate now even when the nightly batch wrote copy")
 

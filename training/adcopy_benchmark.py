@@ -42,7 +42,7 @@ import sacrebleu
 from rich.console import Console
 from rouge_score import rouge_scorer
 
-from recsys.adcopy.checks import Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
@@ -68,11 +68,10 @@ from training.copywriter import (
 from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
 
-REFERENCE_CHARS = 300
-
 
 def reference_text(record: ItemRecord) -> str:
-    return shorten(re.sub(r"\s+", " ", record.description or ""), REFERENCE_CHARS)
+    """The description's opening: the same text the model's prompt shows (recsys.adcopy.prompt)."""
+    return prompt_description(record)
 
 
 def as_text(copy: Copy) -> str:
@@ -96,7 +95,7 @@ def retrieval_copy(record: ItemRecord, neighbour: ItemRecord, interest: str | No
     for old, new in ((neighbour.name, record.name), (neighbour.brand, record.brand)):
         if old and new:
             body = re.sub(re.escape(old), new, body, flags=re.IGNORECASE)
-    return Copy(shorten(record.name, 60), shorten(body, 160))
+    return Copy(shorten(record.name, MAX_HEADLINE), shorten(body, MAX_BODY))
 
 
 def extractive_copy(record: ItemRecord, interest: str | None) -> Copy:
@@ -106,7 +105,7 @@ def extractive_copy(record: ItemRecord, interest: str | None) -> Copy:
     the extractive copy it learns to write; the model adds the checks, the fluency of the hook and the choice.
     """
     hook = HOOKS[0].format(interest=interest) if interest else ""
-    return Copy(shorten(record.name, 60), body_from(hook, clean_sentences(prompt_description(record))))
+    return Copy(shorten(record.name, MAX_HEADLINE), body_from(hook, clean_sentences(prompt_description(record))))
 
 
 def nearest_training_items(records: dict[str, ItemRecord], eval_ids: list[str], train_ids: list[str]) -> dict:

@@ -37,6 +37,12 @@ def _fmt(value: float, percent: bool) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".") or "0"
 
 
+def _x_axis_label(x_label: str, left: float, plot_w: float, height: int) -> str:
+    """The x axis title, centred under the plot area."""
+    x = left + plot_w / 2
+    return f'<text x="{x:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>'
+
+
 def _frame(width: int, height: int, title: str, body: list[str]) -> str:
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
@@ -116,9 +122,7 @@ def bar_chart(
             f"{escape(label)}<title>{escape(category)}</title></text>"
         )
     body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>')
-    body.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>'
-    )
+    body.append(_x_axis_label(x_label, left, plot_w, height))
     if len(series) > 1:
         body += _legend(list(series), left, 18)
     return _frame(width, height, title, body)
@@ -169,9 +173,7 @@ def hbar_chart(
                 f"{_fmt(value, percent)}</text>"
             )
     body.append(f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="#999"/>')
-    body.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>'
-    )
+    body.append(_x_axis_label(x_label, left, plot_w, height))
     if len(series) > 1:
         body += _legend(list(series), left, 18)
     return _frame(width, height, title, body)
@@ -222,9 +224,7 @@ def line_chart(
             f'{top + plot_h + 16})" fill="#333">{escape(label)}</text>'
         )
     body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>')
-    body.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>'
-    )
+    body.append(_x_axis_label(x_label, left, plot_w, height))
     names = list(series) + ([marker_label] if markers is not None and marker_label else [])
     legend = _legend(list(series), left, 18)
     if markers is not None and marker_label:
@@ -281,8 +281,6 @@ def reliability_chart(
             f"<title>predicted {p:.2%}, observed {o:.2%}, {n:,} predictions</title></circle>"
         )
     body.append(f'<line x1="{left}" y1="{top + plot_h}" x2="{left + plot_w}" y2="{top + plot_h}" stroke="#999"/>')
-    body.append(
-        f'<text x="{left + plot_w / 2:.1f}" y="{height - 8}" text-anchor="middle" fill="#333">{escape(x_label)}</text>'
-    )
+    body.append(_x_axis_label(x_label, left, plot_w, height))
     body.append(f'<text x="{left + 8}" y="{top + 12}" fill="#777" font-size="11">dashed: perfectly calibrated</text>')
     return _frame(width, height, title, body)

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from recsys.adcopy.checks import Copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy
 from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import (
@@ -40,7 +40,6 @@ from recsys.adcopy.records import ItemRecord
 from serving.copywriter import DECODER_FILE, TOKENIZER_FILE
 from training.copy_model import CopyModel, CopyModelConfig
 
-MAX_HEADLINE, MAX_BODY = 60, 160
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 _BOILERPLATE = re.compile(r"amazon\.com|click|http|www\.|\bwe\b|\bour\b|\bus\b|\?", re.IGNORECASE)
 

