@@ -23,9 +23,19 @@ from tokenizers import Tokenizer
 from recsys.adcopy._text import words
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import BODY, EOS, HOOKS, build_prompt, parse_copy, prompt_description, shorten
+from recsys.adcopy.prompt import (
+    BODY,
+    EOS,
+    HOOKS,
+    build_prompt,
+    clean_sentences,
+    parse_copy,
+    prompt_description,
+    shorten,
+)
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
+from serving.copy_constraint import SpanConstraint
 
 TOKENIZER_FILE = "tokenizer.json"
 DECODER_FILE = "copy_decoder.onnx"
@@ -72,6 +82,7 @@ class CopyWriter:
         self.session = ort.InferenceSession(str(directory / DECODER_FILE), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
         self.eos = self.tokenizer.token_to_id(EOS)
+        self.body = self.tokenizer.token_to_id(BODY)
         past = self.session.get_inputs()[1].shape  # (layers, 2, batch, heads, past, head_dim)
         self.cache_shape = (int(past[0]), 2, int(past[3]), int(past[5]))
         self.block_size = int(json.loads((directory / CONFIG_FILE).read_text())["block_size"])
@@ -90,11 +101,11 @@ class CopyWriter:
         temperature: float = 0.7,
         top_k: int = 20,
         deadline: float | None = None,
-        allowed: np.ndarray | None = None,
+        constraint: SpanConstraint | None = None,
     ) -> tuple[list[str], np.ndarray, int, bool]:
         """n continuations of the prompt: texts, mean log-probabilities, steps run, whether all finished.
 
-        `allowed` (a boolean mask over the vocabulary) constrains decoding to those tokens."""
+        `constraint` restricts each step to the tokens that keep the copy a chain of spans of the record."""
         ids = np.asarray([self.tokenizer.encode(prompt).ids], dtype=np.int64)
         max_new_tokens = min(max_new_tokens, self.block_size - ids.shape[1])
         if max_new_tokens < 1:
@@ -107,11 +118,12 @@ class CopyWriter:
         done = np.zeros(n, dtype=bool)
         lengths = np.full(n, max_new_tokens)
         steps = 0
+        state = constraint.initial(n) if constraint is not None else None
         for t in range(max_new_tokens):
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            if allowed is not None:
-                logits = np.where(allowed, logits, -1e9)
+            if constraint is not None:
+                logits = np.where(constraint.mask(state), logits, -1e9)
             scaled = logits / temperature
             top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
             top_logits = np.take_along_axis(scaled, top, axis=1)
@@ -122,6 +134,8 @@ class CopyWriter:
             full = logits - logits.max(axis=1, keepdims=True)
             token_logprob = full[np.arange(n), token] - np.log(np.exp(full).sum(axis=1))
             token = np.where(done, self.eos, token)
+            if constraint is not None:
+                constraint.advance(state, token)
             out[:, t] = token
             logprob += np.where(done, 0.0, token_logprob)
             newly = ~done & (token == self.eos)
@@ -139,23 +153,15 @@ class CopyWriter:
         return texts, logprob / np.maximum(lengths, 1), steps, finished
 
     @staticmethod
-    def source_text(record: ItemRecord, interest: str | None) -> str:
-        """What copy may be made of: the record as the prompt shows it, and the hooks for this interest."""
-        hooks = " ".join(h.format(interest=interest) for h in HOOKS) if interest else ""
-        parts = [record.name, record.brand, " ".join(record.categories), record.price_text, prompt_description(record)]
-        return " ".join(p for p in [*parts, hooks] if p)
+    def sources(record: ItemRecord) -> list[str]:
+        """What copy may be made of: the record's fields and its description's clean sentences (no claims, no
+        seller boilerplate)."""
+        fields = [record.name, record.brand, *record.categories, record.price_text]
+        return [text for text in [*fields, *clean_sentences(prompt_description(record))] if text]
 
-    def allowed_tokens(self, source_text: str) -> np.ndarray:
-        """Constrained decoding: only tokens the source text is made of (with and without a leading space),
-        the end-of-sequence and body markers, and basic punctuation. A model that can only copy from the record
-        cannot name another product's brand or size; the checks then catch what recombination still invents."""
-        pieces = re.findall(r"\S+", source_text)
-        texts = [source_text, " ".join(pieces), *(" " + p for p in pieces), *pieces, " . , : ; - ( ) & /", ". , :"]
-        ids = {i for encoding in self.tokenizer.encode_batch(texts) for i in encoding.ids}
-        ids |= {self.eos, self.tokenizer.token_to_id(BODY)}
-        mask = np.zeros(self.tokenizer.get_vocab_size(), dtype=bool)
-        mask[list(ids)] = True
-        return mask
+    def constraint(self, record: ItemRecord, interest: str | None) -> SpanConstraint:
+        hooks = [h.format(interest=interest) for h in HOOKS] if interest else []
+        return SpanConstraint(self.tokenizer, self.sources(record), self.body, self.eos, openers=hooks)
 
     def write(
         self,
@@ -167,8 +173,11 @@ class CopyWriter:
         rounds: int = 2,
         deadline_s: float | None = None,
         seed: int | None = None,
+        constrained: bool = True,
     ) -> CopyResult:
-        """Checked copy for one (item, interest); deterministic for the same inputs and seed."""
+        """Checked copy for one (item, interest); deterministic for the same inputs and seed.
+
+        `constrained=False` samples freely (any token): only for measuring what the span constraint adds."""
         started = time.perf_counter()
         deadline = None if deadline_s is None else started + deadline_s
         key = (
@@ -178,11 +187,12 @@ class CopyWriter:
         )
         rng = np.random.default_rng(key)
         prompt = build_prompt(record, interest)
-        source_text = self.source_text(record, interest)
-        allowed, vocabulary = self.allowed_tokens(source_text), set(words(source_text))
+        constraint = self.constraint(record, interest) if constrained else None
+        hooks = " ".join(h.format(interest=interest) for h in HOOKS) if interest else ""
+        vocabulary = set(words(" ".join([*self.sources(record), hooks])))
         result = CopyResult(template_copy(record, interest, max_headline, max_body), "fallback", interest=interest)
         for _ in range(rounds):
-            texts, scores, steps, finished = self.sample(prompt, n, rng, deadline=deadline, allowed=allowed)
+            texts, scores, steps, finished = self.sample(prompt, n, rng, deadline=deadline, constraint=constraint)
             result.tokens += steps
             result.candidates += n
             if not finished and deadline is not None and time.perf_counter() > deadline:

@@ -93,6 +93,42 @@ def test_writer_output_always_passes_the_checks_and_says_its_source(copy_model_d
     assert len(short.copy.body) <= 60 and len(short.copy.headline) <= 60
 
 
+def test_span_constraint_only_lets_whole_spans_of_the_record_through(records):
+    """Random walks through the constraint (any allowed token, no model): the output is made of the record's
+    whole words, each text position at most once, hooks only as the body's opening, both parts ended."""
+    from recsys.adcopy.prompt import BODY, EOS, HOOKS
+    from serving.copy_constraint import SpanConstraint
+    from serving.copywriter import CopyWriter
+    from training.copywriter import train_tokenizer
+
+    texts = [" ".join([r.name, r.brand or "", *r.categories, r.description or ""]) for r in records.values()]
+    tokenizer = train_tokenizer(texts, 300)  # small: most words are several tokens, so gluing is possible
+    body, eos = tokenizer.token_to_id(BODY), tokenizer.token_to_id(EOS)
+    rng = np.random.default_rng(0)
+    for record in list(records.values())[:8]:
+        interest = record.categories[-1] if record.categories else "tools"
+        hooks = [h.format(interest=interest) for h in HOOKS]
+        sources = CopyWriter.sources(record)
+        constraint = SpanConstraint(tokenizer, sources, body, eos, openers=hooks)
+        allowed_words = set(" ".join(sources + hooks).split())
+        state, out = constraint.initial(3), [[], [], []]
+        for _ in range(200):
+            mask = constraint.mask(state)
+            chosen = np.array([rng.choice(np.flatnonzero(row)) for row in mask])
+            constraint.advance(state, chosen)
+            for row, token in enumerate(chosen):
+                if not out[row] or out[row][-1] != eos:
+                    out[row].append(int(token))
+        for ids in out:
+            text = tokenizer.decode(ids, skip_special_tokens=False)
+            assert text.count(BODY) == 1 and text.endswith(EOS), text
+            headline, rest = text.split(BODY)
+            words = [w.strip(",.;:!()") for w in (headline + " " + rest[: -len(EOS)]).split()]
+            glued = [w for w in words if w and not any(w in a for a in allowed_words)]
+            assert not glued, (text, glued)
+            assert not any(h in headline for h in hooks)
+
+
 def test_a_tiny_time_budget_gives_the_flagged_template(copy_model_dir, records, facts):
     from serving.copywriter import CopyWriter
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import re
 import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -24,7 +23,6 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy
-from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import (
     EOS,
@@ -33,15 +31,13 @@ from recsys.adcopy.prompt import (
     SPECIAL_TOKENS,
     build_prompt,
     build_target,
+    clean_sentences,
     prompt_description,
     shorten,
 )
 from recsys.adcopy.records import ItemRecord
 from serving.copywriter import DECODER_FILE, TOKENIZER_FILE
 from training.copy_model import CopyModel, CopyModelConfig
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
-_BOILERPLATE = re.compile(r"amazon\.com|click|http|www\.|\bwe\b|\bour\b|\bus\b|\?", re.IGNORECASE)
 
 
 @dataclass
@@ -63,14 +59,6 @@ class CopyTrainConfig:
 
 
 # ---------------------------------------------------------------- targets
-
-
-def clean_sentences(description: str | None) -> list[str]:
-    """The description's sentences a copy may reuse: no claims, no seller boilerplate, no questions."""
-    if not description:
-        return []
-    sentences = [s.strip() for s in _SENTENCE_END.split(description) if len(s.strip()) >= 20]
-    return [s for s in sentences if not _BOILERPLATE.search(s) and not claim_violations(s)]
 
 
 def body_from(hook: str, sentences: Sequence[str], limit: int = MAX_BODY) -> str:

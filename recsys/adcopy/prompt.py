@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 
 from recsys.adcopy.checks import Copy
+from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.records import ItemRecord
 
 PAD, EOS = "<pad>", "<eos>"
@@ -30,6 +31,8 @@ TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, DESCRIPTION, HEADLINE, BODY = (
 )
 SPECIAL_TOKENS = [PAD, EOS, TASK, INTEREST, NAME, BRAND, CATEGORY, PRICE, DESCRIPTION, HEADLINE, BODY]
 MAX_FIELD_CHARS = 160  # a field longer than this is cut: the prompt must fit the model's block
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+_BOILERPLATE = re.compile(r"amazon\.com|click|http|www\.|\bwe\b|\bour\b|\bus\b|\?", re.IGNORECASE)
 MAX_DESCRIPTION_CHARS = 300  # the description's opening: what the copy's body may draw its sentences from
 
 # Openings that tie the body to the user's interest; the model learns to write one when it is given an interest.
@@ -61,6 +64,14 @@ def shorten(text: str, limit: int) -> str:
 def prompt_description(record: ItemRecord) -> str:
     """The part of the record's description the model reads (its opening, whitespace collapsed)."""
     return shorten(re.sub(r"\s+", " ", record.description or ""), MAX_DESCRIPTION_CHARS)
+
+
+def clean_sentences(description: str | None) -> list[str]:
+    """The description's sentences a copy may reuse: no claims, no seller boilerplate, no questions."""
+    if not description:
+        return []
+    sentences = [s.strip() for s in _SENTENCE_END.split(description) if len(s.strip()) >= 20]
+    return [s for s in sentences if not _BOILERPLATE.search(s) and not claim_violations(s)]
 
 
 def build_prompt(record: ItemRecord, interest: str | None) -> str:
