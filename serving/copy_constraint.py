@@ -3,10 +3,11 @@
 Why: a small copy model trained for minutes on one CPU, free to pick any token, writes sub-word mixtures
 ("Gorillaates 30 ozutes") that the checks then reject, so most answers were the template. Constrained to
 continue a span of the record, or to start a new span at a word of the record once the current span reached
-the end of a clause (a comma, a full stop, the end of its text), it writes the record's words in the record's
-order — brands, numbers and product nouns grounded by construction — and the model still decides which spans,
-in what order, and when the headline and the body end. No text position is copied twice, and the interest
-hooks may only open the body. Every candidate is checked afterwards all the same.
+the end of a clause (a comma, a full stop, the end of its text; never a colon, so a label keeps its own
+value), it writes the record's words in the record's order — brands, numbers and product nouns grounded by
+construction — and the model still decides which spans, in what order, and when the headline and the body
+end. No text position is copied twice, and the interest hooks may only open the body. Every candidate is
+checked afterwards all the same.
 
 The sources are the texts a copy may draw on (the name, brand, category parts, price, the description's
 clean sentences, the hooks for this interest). Each is tokenized twice: as the opening of a headline or body
@@ -22,7 +23,10 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-_CLAUSE_MARKS = {",", ".", ";", ":", "!", "(", ")"}
+# A span may end after these marks, or just before the ones that open or separate a clause. Not at a colon:
+# "Net weight:" must keep its own value, never take one from elsewhere in the record.
+_ENDS_AFTER = {",", ".", ";", "!", ")"}
+_ENDS_BEFORE = {",", ".", ";", "!", "("}
 
 
 @dataclass
@@ -60,7 +64,7 @@ class SpanConstraint:
                 # a new span starts at a word after a space (never glued onto the previous word)
                 starts.append(mid_text and pieces[j].startswith(" ") and pieces[j].strip()[:1].isalnum())
                 # ... once the current one reached the end of a clause: its text's end, or a clause mark
-                ends.append(last or pieces[j].strip() in _CLAUSE_MARKS or pieces[j + 1][:1] in _CLAUSE_MARKS)
+                ends.append(last or pieces[j].strip() in _ENDS_AFTER or pieces[j + 1].strip()[:1] in _ENDS_BEFORE)
                 following.append(-1 if last else ids[j + 1])
         self.tokens = np.asarray(tokens, dtype=np.int64)
         self.opens = np.asarray(opens, dtype=bool)  # a headline or body may begin here

@@ -129,6 +129,33 @@ def test_span_constraint_only_lets_whole_spans_of_the_record_through(records):
             assert not any(h in headline for h in hooks)
 
 
+def test_span_constraint_keeps_a_label_with_its_own_value(records):
+    """A span never ends at a colon: "Net weight:" is followed by its own value, not one from elsewhere."""
+    from recsys.adcopy.prompt import BODY, EOS
+    from serving.copy_constraint import SpanConstraint
+    from training.copywriter import train_tokenizer
+
+    texts = [" ".join([r.name, r.categories[-1] if r.categories else ""]) for r in records.values()]
+    tokenizer = train_tokenizer([*texts, "Net weight: 6g. Size: 20mm. Color: red"], 300)
+    body, eos = tokenizer.token_to_id(BODY), tokenizer.token_to_id(EOS)
+    sources = ["Steel Bracket", "Net weight: 6g, Size: 20mm, Color: red"]
+    constraint = SpanConstraint(tokenizer, sources, body, eos)
+    rng = np.random.default_rng(1)
+    state, out = constraint.initial(64), [[] for _ in range(64)]
+    for _ in range(60):
+        chosen = np.array([rng.choice(np.flatnonzero(row)) for row in constraint.mask(state)])
+        constraint.advance(state, chosen)
+        for row, token in enumerate(chosen):
+            out[row].append(int(token))
+    pairs = {"weight:": "6g", "Size:": "20mm", "Color:": "red"}
+    for ids in out:
+        text = tokenizer.decode(ids, skip_special_tokens=False)
+        words = text.replace(BODY, " ").replace(EOS, " ").split()
+        for label, value in zip(words, words[1:], strict=False):
+            if label in pairs:
+                assert value.rstrip(",.") == pairs[label], words
+
+
 def test_a_tiny_time_budget_gives_the_flagged_template(copy_model_dir, records, facts):
     from serving.copywriter import CopyWriter
 
