@@ -528,13 +528,24 @@ def benchmark_adcopy(
     requests: int = typer.Option(200, help="HTTP requests per latency phase (precomputed, live)"),
     seed: int = typer.Option(0),
     reuse_model: bool = typer.Option(False, help="evaluate the copy model a previous run trained (no training)"),
+    latency_only: bool = typer.Option(False, help="only re-measure HTTP latency against the last run's bundle"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/adcopy.json)"),
 ) -> None:
     """Ad copy on held-out Scientific items: ROUGE-L/BLEU vs template and retrieval, safety, latency."""
     _tune_malloc()
-    from training.adcopy_benchmark import run_adcopy_benchmark
+    from recsys.bundle import BundleError
+    from training.adcopy_benchmark import rerun_latency, run_adcopy_benchmark
 
+    command = " ".join(["recsys", *sys.argv[1:]])
+    if latency_only:
+        try:
+            rerun_latency(
+                eval_share=eval_share, requests=requests, seed=seed, console=console, command=command, out=out
+            )
+        except (FileNotFoundError, BundleError) as exc:
+            _fail(str(exc))
+        return
     try:
         run_adcopy_benchmark(
             data_root=data_root or get_settings().data_root,
@@ -543,7 +554,7 @@ def benchmark_adcopy(
             bundle_users=bundle_users,
             requests=requests,
             console=console,
-            command=" ".join(["recsys", *sys.argv[1:]]),
+            command=command,
             out=out,
             seed=seed,
             reuse_model=reuse_model,

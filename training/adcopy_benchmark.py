@@ -45,6 +45,7 @@ import sacrebleu
 from rich.console import Console
 from rouge_score import rouge_scorer
 
+from recsys import bundle
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.claims import claim_violations
 from recsys.adcopy.facts import CatalogueFacts
@@ -437,6 +438,31 @@ def serve_latency(work: Path, copies: pl.DataFrame, eval_items: list[str], users
         "live_sources": {s: sources.count(s) for s in set(sources)},
         "server_imported_torch": not torch_free,
     }
+
+
+def rerun_latency(
+    *, eval_share: float, requests: int, seed: int, console: Console, command: str, out: Path | None = None
+) -> dict:
+    """Only the HTTP latency phase, against the bundle the last full run promoted, put into its summary: for
+    measuring latency again on a quiet machine without redoing the rest (held-out items chosen as the full
+    run chooses them)."""
+    work = get_settings().work_dir / "benchmarks" / "adcopy"
+    target = out or RESULTS_DIR / "adcopy.json"
+    if not target.exists():
+        raise FileNotFoundError(f"{target} not found: run `recsys benchmark adcopy` first")
+    document = json.loads(target.read_text())
+    bundle_dir = bundle.resolve(work / "bundles")
+    copies = pl.read_parquet(bundle_dir / "adcopy" / "copies.parquet")
+    records = records_from_catalogue(pl.read_parquet(bundle_dir / "catalogue.parquet"))
+    with_text = [i for i, r in records.items() if clean_sentences(r.description)]
+    _, eval_ids = split_items(with_text, eval_share, "adcopy-eval")
+    users = sorted(set(copies["user_id"].to_list()))
+    console.rule(f"latency only: {bundle_dir.name}, {requests} requests per phase")
+    latency = serve_latency(work, copies, eval_ids, users, requests, random.Random(seed))
+    document |= {**latency, "latency_command": command, "latency_date": datetime.now(UTC).isoformat(timespec="seconds")}
+    pipeline.write_json(target, document)
+    console.print_json(json.dumps({k: document[k] for k in ("latency_ms", "live_within_budget", "live_sources")}))
+    return document
 
 
 def write_examples(path: Path, rows: list[dict], records: dict[str, ItemRecord], facts: CatalogueFacts) -> Path:
