@@ -159,10 +159,6 @@ class CopyWriter:
         fields = [record.name, record.brand, *record.categories, record.price_text]
         return [text for text in [*fields, *clean_sentences(prompt_description(record))] if text]
 
-    def constraint(self, record: ItemRecord, interest: str | None) -> SpanConstraint:
-        hooks = [h.format(interest=interest) for h in HOOKS] if interest else []
-        return SpanConstraint(self.tokenizer, self.sources(record), self.body, self.eos, openers=hooks)
-
     def write(
         self,
         record: ItemRecord,
@@ -187,9 +183,9 @@ class CopyWriter:
         )
         rng = np.random.default_rng(key)
         prompt = build_prompt(record, interest)
-        constraint = self.constraint(record, interest) if constrained else None
-        hooks = " ".join(h.format(interest=interest) for h in HOOKS) if interest else ""
-        vocabulary = set(words(" ".join([*self.sources(record), hooks])))
+        sources, hooks = self.sources(record), [h.format(interest=interest) for h in HOOKS] if interest else []
+        constraint = SpanConstraint(self.tokenizer, sources, self.body, self.eos, hooks) if constrained else None
+        vocabulary = set(words(" ".join([*sources, *hooks])))
         result = CopyResult(template_copy(record, interest, max_headline, max_body), "fallback", interest=interest)
         for _ in range(rounds):
             texts, scores, steps, finished = self.sample(prompt, n, rng, deadline=deadline, constraint=constraint)

