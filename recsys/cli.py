@@ -329,7 +329,10 @@ def nightly(
     retention: int = typer.Option(5, min=0, help="old bundles kept besides the current and the previous one"),
     max_minutes: float = typer.Option(None, help="time budget of the warm-started fine-tune"),
     scratch_max_minutes: float = typer.Option(None, help="time budget when training from scratch"),
-    warm_epochs: int = typer.Option(10, min=1, help="epochs of the warm-started fine-tune (early stopping within)"),
+    warm_epochs: int = typer.Option(12, min=1, help="epochs of the warm-started fine-tune (early stopping within)"),
+    warm_shrink: float = typer.Option(
+        0.5, min=0.01, max=1.0, help="shrink-and-perturb factor of the production weights before the fine-tune; 1: none"
+    ),
     max_reject_rate: float = typer.Option(None, help="fail above this share of rejected rows (default 0.05)"),
     nproc: int = typer.Option(1, min=1, help="training processes (torchrun, DDP: gloo on CPU, NCCL on GPUs)"),
     launcher: str = typer.Option(None, help="training launcher for a cluster, e.g. 'torchrun --nnodes 2 ...'"),
@@ -365,6 +368,7 @@ def nightly(
         warm_max_minutes=max_minutes,
         scratch_max_minutes=scratch_max_minutes,
         warm_epochs=warm_epochs,
+        warm_shrink=warm_shrink,
         max_reject_rate=settings.max_reject_rate if max_reject_rate is None else max_reject_rate,
         nproc=nproc,
         launcher=launcher,
@@ -570,8 +574,12 @@ def benchmark_nightly_replay(
     base_share: float = typer.Option(0.7, help="share of the events (by time) loaded before the first night"),
     scratch_minutes: float = typer.Option(5.0, help="training budget from scratch (initial model, comparison)"),
     warm_minutes: float = typer.Option(1.5, help="training budget of each night's warm-started fine-tune"),
-    warm_epochs: int = typer.Option(10, help="epochs of each night's fine-tune (early stopping within)"),
+    warm_epochs: int = typer.Option(12, help="epochs of each night's fine-tune (early stopping within)"),
+    warm_shrink: float = typer.Option(0.5, min=0.01, max=1.0, help="shrink-and-perturb factor (1: plain warm start)"),
     kill_drill: bool = typer.Option(True, help="also run the SIGKILL drill (synthetic data, subprocesses)"),
+    reuse_scratch: bool = typer.Option(
+        False, help="reuse the previous replay's from-scratch model when its data and settings match exactly"
+    ),
     kill_drill_only: bool = typer.Option(False, help="only rerun the SIGKILL drill into an existing summary"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/nightly-replay.json)"),
@@ -592,7 +600,9 @@ def benchmark_nightly_replay(
             scratch_minutes=scratch_minutes,
             warm_minutes=warm_minutes,
             warm_epochs=warm_epochs,
+            warm_shrink=warm_shrink,
             kill_drill=kill_drill,
+            reuse_scratch=reuse_scratch,
             data_root=data_root or get_settings().data_root,
             console=console,
             command=" ".join(["recsys", *sys.argv[1:]]),

@@ -74,6 +74,42 @@ def test_warm_start_maps_item_rows_by_id_and_adds_new_items(tiny_lm, tmp_path):
         torch.testing.assert_close(a, b, msg=name)
 
 
+def test_shrink_and_perturb_scales_matrices_keeps_norms_and_rejects_bad_factors(tiny_lm, tmp_path):
+    from training.candidate import shrink_and_perturb
+
+    tiny_lm.save(tmp_path / "prev")
+
+    def warm() -> GenerativeRecommender:
+        model = GenerativeRecommender(base_model=tmp_path / "prev")
+        model.init_model(tiny_lm.vocab)
+        return model
+
+    before = dict(warm().lm.named_parameters())
+    unchanged = warm()
+    shrink_and_perturb(unchanged, 1.0, seed=0)  # 1.0: the plain warm start
+    for name, param in unchanged.lm.named_parameters():
+        torch.testing.assert_close(param, before[name], msg=name)
+
+    shrunk = warm()
+    shrink_and_perturb(shrunk, 0.5, seed=0)
+    noise_std = shrunk.config.init_std * 0.5
+    for name, param in shrunk.lm.named_parameters():
+        if param.dim() >= 2:  # half the old weights plus noise of the init scale times the other half
+            old = before[name].detach().flatten()
+            residual = param.detach().flatten() - 0.5 * old
+            assert 0.5 * noise_std < residual.std().item() < 1.5 * noise_std, name
+            assert abs(torch.corrcoef(torch.stack([residual, old]))[0, 1].item()) < 0.2, name  # fresh noise
+        else:  # norm gains untouched: layers keep their input scale
+            torch.testing.assert_close(param, before[name], msg=name)
+    again = warm()
+    shrink_and_perturb(again, 0.5, seed=0)
+    for (name, a), (_, b) in zip(shrunk.lm.named_parameters(), again.lm.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, msg=name)  # seeded: the nightly candidate is reproducible
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match="shrink_perturb"):
+            shrink_and_perturb(warm(), bad, seed=0)
+
+
 def _toy_sequences(seed: int = 0) -> Sequences:
     rng = np.random.default_rng(seed)
     items = []

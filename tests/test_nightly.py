@@ -266,3 +266,25 @@ def test_rollback_goes_back_release_by_release_and_retention_keeps_current_and_p
 def test_new_commands_have_help(command):
     out = subprocess.run([sys.executable, "-m", "recsys.cli", *command, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "Usage" in out.stdout, out.stderr
+
+
+def test_replay_reuses_a_from_scratch_model_only_for_the_same_data_and_settings(tiny_prepared, tmp_path):
+    from training.replay import _scratch_key
+
+    _, dataset = tiny_prepared
+    spec = {
+        "prepared": str(dataset),
+        "preset": "synthetic",
+        "overrides": {"seed": 0, "max_minutes": 5.0},
+        "text": None,
+        "catalogue_items": True,
+    }
+    key = _scratch_key(spec)
+    assert _scratch_key(dict(spec)) == key  # deterministic: same data, same settings
+    assert _scratch_key(spec | {"overrides": {"seed": 1, "max_minutes": 5.0}}) != key
+    assert _scratch_key(spec | {"preset": "movielens"}) != key  # the preset's content is part of the key
+    changed = tmp_path / "changed"
+    shutil.copytree(dataset, changed)
+    events = pl.read_parquet(changed / "events.parquet")
+    events.slice(1).write_parquet(changed / "events.parquet")  # one event fewer
+    assert _scratch_key(spec | {"prepared": str(changed)}) != key

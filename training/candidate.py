@@ -99,6 +99,25 @@ def _catalogue_items_from_text(model: GenerativeRecommender, text: dict[str, np.
     return len(fresh)
 
 
+@torch.no_grad()
+def shrink_and_perturb(model: GenerativeRecommender, shrink: float, seed: int) -> None:
+    """Warm-start weights scaled by `shrink` plus fresh-init noise scaled by 1 - shrink (Ash & Adams, 2020).
+
+    Only matrices (embeddings, projections): norm gains stay, so every layer still sees unit-scale inputs.
+    """
+    if not 0.0 < shrink <= 1.0:
+        raise ValueError(f"shrink_perturb must be in (0, 1], got {shrink}: 1.0 keeps the warm start as it is")
+    if shrink == 1.0:
+        return
+    assert model.lm is not None
+    generator = torch.Generator().manual_seed(seed)
+    noise_std = model.config.init_std * (1.0 - shrink)
+    for param in model.lm.parameters():
+        if param.dim() >= 2:
+            noise = torch.randn(param.shape, generator=generator, dtype=param.dtype)
+            param.mul_(shrink).add_(noise * noise_std)
+
+
 def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
     """Build, train and (process 0) save the candidate; returns its training stats."""
     prepared = load_prepared(spec["prepared"])
@@ -112,6 +131,7 @@ def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
     base_ids: set[str] = set()
     if base:
         base_ids = set(json.loads((Path(base) / "item_vocab.json").read_text())["item_ids"])
+        shrink_and_perturb(model, float(spec.get("shrink_perturb", 1.0)), train_config.seed)
     from_text = _rows_from_text(model, base_ids, text) if base else 0
     train = shuffled(data.train, train_config.seed) if spec.get("shuffle_drill") else data.train
     model.fit(train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
@@ -120,6 +140,7 @@ def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
         **model.stats,
         "mode": "warm" if base else "scratch",
         "base_model": str(base) if base else None,
+        "shrink_perturb": float(spec.get("shrink_perturb", 1.0)) if base else None,
         "new_items": len(set(prepared.vocab.item_ids) - base_ids) if base else len(prepared.vocab),
         "new_item_rows_from_text": from_text,
         "catalogue_items_from_text": added,

@@ -65,9 +65,15 @@ class NightlyConfig:
     preset: str = "synthetic"  # architecture and from-scratch training (training/presets/)
     scratch_max_minutes: float | None = None  # budget when there is no production model to start from
     warm_max_minutes: float | None = None  # budget of the nightly warm-started fine-tune
-    warm_epochs: int = 10
-    warm_lr_scale: float = 0.5  # a warm start continues from a good point: a smaller step than from scratch
-    warm_patience: int = 2
+    warm_epochs: int = 12
+    # Shrink and perturb (Ash & Adams, 2020): a model fine-tuned night after night from its own weights
+    # generalises worse than one trained from scratch (measured: 96% of scratch NDCG@10 after a week).
+    # Scaling the production weights by this factor and adding a little noise before fine-tuning keeps what
+    # was learnt but restores plasticity: the fine-tune then runs at the from-scratch learning rate.
+    warm_shrink: float = 0.5  # 1.0: plain warm start
+    warm_lr_scale: float = 1.0
+    warm_warmup_ratio: float = 0.05
+    warm_patience: int = 4
     tolerance: float = 0.02  # relative NDCG@10 the candidate may lose against production
     retention: int = 5  # sealed bundles kept (besides the current and the previous one)
     keep_runs: int = 30  # run folders kept
@@ -374,7 +380,7 @@ def _train_overrides(ctx: Context, warm: bool) -> dict[str, Any]:
             lr=base.lr * cfg.warm_lr_scale,
             patience=cfg.warm_patience,
             eval_every=1,
-            warmup_ratio=0.0,
+            warmup_ratio=cfg.warm_warmup_ratio,
             max_minutes=cfg.warm_max_minutes or 0.0,
         )
     elif cfg.scratch_max_minutes is not None:
@@ -398,6 +404,7 @@ def step_train(ctx: Context) -> dict[str, Any]:
         "preset": ctx.cfg.preset,
         "overrides": _train_overrides(ctx, warm=base is not None),
         "base_model": str(base) if base else None,
+        "shrink_perturb": ctx.cfg.warm_shrink,
         "text": str(text) if (text := _text_embeddings(ctx)) else None,
         "catalogue_items": ctx.cfg.catalogue_items,
         "shuffle_drill": ctx.cfg.drill_shuffle,

@@ -14,9 +14,11 @@ training/drills.py on the tiny synthetic data.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ from recsys.synthetic import write_synthetic
 from training import pipeline
 from training.benchmark import KNOWN_DATASETS, RESULTS_DIR
 from training.nightly import NightlyConfig, read_json, run_nightly
+from training.presets import load_preset
 
 REPLAY_DATASETS = {"ml-1m-half": "movielens", "synthetic": "synthetic"}
 
@@ -95,8 +98,35 @@ def _night_row(summary: dict[str, Any], cfg: NightlyConfig, wall: float, events:
     }
 
 
-def _scratch_comparison(cfg: NightlyConfig, last_run: str, minutes: float, console: Console) -> dict[str, Any]:
-    """The last night's data, trained from scratch with the initial budget, scored like the warm candidate."""
+SCRATCH_KEY = "replay_scratch_key.json"
+
+
+def _scratch_key(spec: dict[str, Any]) -> dict[str, Any]:
+    """What the from-scratch model depends on: the prepared data's content and the training settings."""
+    digest = hashlib.sha256()
+    prepared = Path(spec["prepared"])
+    events = pl.read_parquet(prepared / "events.parquet")
+    digest.update(events.hash_rows(seed=0).to_numpy().tobytes())
+    for extra in (prepared / "vocab.json", Path(spec["text"]) if spec["text"] else None):
+        if extra is not None:
+            digest.update(extra.read_bytes())
+    settings = {k: spec[k] for k in ("overrides", "catalogue_items")}
+    settings["preset"] = json.loads(json.dumps(asdict(load_preset(spec["preset"], spec["overrides"])), default=str))
+    return {"data_sha256": digest.hexdigest(), "settings": settings}
+
+
+def _read_key(folder: Path) -> dict[str, Any] | None:
+    path = folder / SCRATCH_KEY
+    return json.loads(path.read_text()) if path.exists() and (folder / "train_stats.json").exists() else None
+
+
+def _scratch_comparison(
+    cfg: NightlyConfig, last_run: str, minutes: float, console: Console, kept: Path | None = None
+) -> dict[str, Any]:
+    """The last night's data, trained from scratch with the initial budget, scored like the warm candidate.
+
+    `kept`: the previous replay's from-scratch model; reused when its data and settings match exactly.
+    """
     from recsys.data.prepared import load_prepared
     from recsys.evaluate import evaluate
     from recsys.models.adapters import RemappedScorer
@@ -107,7 +137,7 @@ def _scratch_comparison(cfg: NightlyConfig, last_run: str, minutes: float, conso
 
     run_dir = cfg.work_dir / "runs" / last_run
     out = cfg.work_dir.parent / "scratch-comparison"
-    spec = {
+    spec: dict[str, Any] = {
         "prepared": str(run_dir / "prepared"),
         "out": str(out),
         "preset": cfg.preset,
@@ -118,8 +148,18 @@ def _scratch_comparison(cfg: NightlyConfig, last_run: str, minutes: float, conso
         else None,
         "catalogue_items": cfg.catalogue_items,
     }
-    console.print(f"[bold]from scratch[/] on the data of {last_run}, budget {minutes} min")
-    stats = train_candidate(spec)
+    key = _scratch_key(spec)
+    reused = kept is not None and _read_key(kept) == key
+    if reused:
+        # same data, preset, seed and budget as the kept model: training is deterministic, so reuse it
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.move(str(kept), out)
+        stats = read_json(out / "train_stats.json")
+        console.print(f"[bold]from scratch[/]: reusing the kept model (same data and settings): {out}")
+    else:
+        console.print(f"[bold]from scratch[/] on the data of {last_run}, budget {minutes} min")
+        stats = train_candidate(spec)
+        (out / SCRATCH_KEY).write_text(json.dumps(key, indent=2))
     prepared = load_prepared(run_dir / "prepared")
     model = GenerativeRecommender.load(out)
     served = without_items(model, retired_items(prepared, model.vocab.item_ids))
@@ -140,6 +180,7 @@ def _scratch_comparison(cfg: NightlyConfig, last_run: str, minutes: float, conso
         "scratch_epochs": stats["epochs"],
         "scratch_best_epoch": stats["best_epoch"],
         "scratch_stopped_by": stopped,
+        "scratch_reused": reused,  # --reuse-scratch: the previous replay's model, same data and settings
     }
 
 
@@ -220,12 +261,19 @@ def run_replay(
     warm_minutes: float,
     warm_epochs: int,
     kill_drill: bool,
+    warm_shrink: float = 0.5,
+    reuse_scratch: bool = False,
     data_root: Path,
     console: Console,
     command: str,
     out: Path | None = None,
 ) -> dict[str, Any]:
     work = get_settings().work_dir / "benchmarks" / f"nightly-replay-{dataset}"
+    kept = None
+    if reuse_scratch and (work / "scratch-comparison").exists():
+        kept = work.with_name(f"{work.name}-kept-scratch")
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.move(str(work / "scratch-comparison"), kept)
     shutil.rmtree(work, ignore_errors=True)
     events, catalogue, preset = _source(dataset, Path(data_root), work)
     slices = _slices(events, base_share, nights)
@@ -240,6 +288,7 @@ def run_replay(
         scratch_max_minutes=scratch_minutes,
         warm_max_minutes=warm_minutes,
         warm_epochs=warm_epochs,
+        warm_shrink=warm_shrink,
     )
 
     def log(line: str) -> None:
@@ -256,7 +305,9 @@ def run_replay(
         summary = run_nightly(cfg, log)
         rows.append(_night_row(summary, cfg, time.perf_counter() - started, frame.height) | {"night": night})
     last = rows[-1]["run_id"]
-    comparison = _scratch_comparison(cfg, last, scratch_minutes, console)
+    comparison = _scratch_comparison(cfg, last, scratch_minutes, console, kept)
+    if kept is not None:
+        shutil.rmtree(kept, ignore_errors=True)
     console.print(comparison)
 
     console.rule("gate drill: a candidate trained on shuffled sequences")
@@ -288,6 +339,9 @@ def run_replay(
             "scratch_minutes": scratch_minutes,
             "warm_minutes": warm_minutes,
             "warm_epochs": warm_epochs,
+            "warm_shrink": cfg.warm_shrink,
+            "warm_lr_scale": cfg.warm_lr_scale,
+            "warm_patience": cfg.warm_patience,
             "tolerance": cfg.tolerance,
         },
         "initial": rows[0],
