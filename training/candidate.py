@@ -129,9 +129,11 @@ def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
     model.init_model(prepared.vocab)
     text = load_text(spec.get("text"))
     base_ids: set[str] = set()
+    shrink: float | None = None  # the stats say None for a model trained from scratch
     if base:
         base_ids = set(json.loads((Path(base) / "item_vocab.json").read_text())["item_ids"])
-        shrink_and_perturb(model, float(spec.get("shrink_perturb", 1.0)), train_config.seed)
+        shrink = float(spec.get("shrink_perturb", 1.0))
+        shrink_and_perturb(model, shrink, train_config.seed)
     from_text = _rows_from_text(model, base_ids, text) if base else 0
     train = shuffled(data.train, train_config.seed) if spec.get("shuffle_drill") else data.train
     model.fit(train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
@@ -140,7 +142,7 @@ def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
         **model.stats,
         "mode": "warm" if base else "scratch",
         "base_model": str(base) if base else None,
-        "shrink_perturb": float(spec.get("shrink_perturb", 1.0)) if base else None,
+        "shrink_perturb": shrink,
         "new_items": len(set(prepared.vocab.item_ids) - base_ids) if base else len(prepared.vocab),
         "new_item_rows_from_text": from_text,
         "catalogue_items_from_text": added,

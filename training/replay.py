@@ -110,8 +110,8 @@ def _scratch_key(spec: dict[str, Any]) -> dict[str, Any]:
     for extra in (prepared / "vocab.json", Path(spec["text"]) if spec["text"] else None):
         if extra is not None:
             digest.update(extra.read_bytes())
-    settings = {k: spec[k] for k in ("overrides", "catalogue_items")}
-    settings["preset"] = json.loads(json.dumps(asdict(load_preset(spec["preset"], spec["overrides"])), default=str))
+    preset = asdict(load_preset(spec["preset"], spec["overrides"]))  # the overrides applied: all that trains
+    settings = {"catalogue_items": spec["catalogue_items"], "preset": json.loads(json.dumps(preset, default=str))}
     return {"data_sha256": digest.hexdigest(), "settings": settings}
 
 
@@ -260,9 +260,9 @@ def run_replay(
     scratch_minutes: float,
     warm_minutes: float,
     warm_epochs: int,
+    warm_shrink: float,
     kill_drill: bool,
-    warm_shrink: float = 0.5,
-    reuse_scratch: bool = False,
+    reuse_scratch: bool,
     data_root: Path,
     console: Console,
     command: str,
