@@ -183,6 +183,7 @@ def measure_throughput(
     import torch
 
     from recsys.data.vocab import ItemVocab
+    from training.attention import training_attention
     from training.model import GenerativeRecommender, TrainConfig
     from training.train import bucketed_batches, collate, next_item_loss
 
@@ -194,17 +195,18 @@ def measure_throughput(
     windows = [rng.integers(0, n_items, size=int(n)) for n in lengths]
     batches = bucketed_batches(lengths, batch_size, rng)
     timings, tokens, padded = [], [], []
-    for step in range(steps + 2):  # two warm-up steps are not timed
-        ids, mask, labels = collate([windows[i] for i in batches[step % len(batches)]], model.token_offset)
-        started = time.perf_counter()
-        loss = next_item_loss(model, ids, mask, labels)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step >= 2:
-            timings.append(time.perf_counter() - started)
-            tokens.append(int(mask.sum()))
-            padded.append(mask.numel())
+    with training_attention(model.lm):
+        for step in range(steps + 2):  # two warm-up steps are not timed
+            ids, mask, labels = collate([windows[i] for i in batches[step % len(batches)]], model.token_offset)
+            started = time.perf_counter()
+            loss = next_item_loss(model, ids, labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step >= 2:
+                timings.append(time.perf_counter() - started)
+                tokens.append(int(mask.sum()))
+                padded.append(mask.numel())
     return {
         "real_tokens_per_s": round(sum(tokens) / sum(timings), 1),
         "median_step_ms": round(1000 * float(np.median(timings)), 2),

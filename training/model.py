@@ -71,6 +71,10 @@ class TrainConfig:
     # With refit_with_valid: the epoch count a previous selection run chose (e.g. another seed's); the
     # selection fit is skipped and only the refit runs. None: select on validation first.
     selected_epochs: int | None = None
+    # Exponential moving average of the weights over steps (Polyak averaging; 0 = off): validation, early
+    # stopping and the trained model use the average, which is what a lower learning rate would reach
+    # without paying for the slower progress. Decay 0.995 averages over roughly the last 200 steps.
+    ema_decay: float = 0.0
     log_every: int = 20
     extra: dict = field(default_factory=dict)
 

@@ -1,7 +1,8 @@
 """The fine-tuning loop: next-item cross-entropy over the full item vocabulary.
 
 Reads top to bottom: examples (sequence windows) -> length-bucketed batches -> AdamW with warmup + cosine
-decay, gradient clipping -> validation NDCG@10 every `eval_every` epochs -> early stopping, best weights kept.
+decay, gradient clipping -> (optionally) an exponential moving average of the weights -> validation NDCG@10
+every `eval_every` epochs, of the averaged weights when there are any -> early stopping, best weights kept.
 
 The same loop runs data-parallel under `torchrun` (training/distributed.py): every process draws the same
 global batches, takes its own slice of each, and DistributedDataParallel averages the gradients. Each
@@ -28,6 +29,7 @@ from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.evaluate import evaluate
 from recsys.tokens import PAD_TOKEN_ID
 from training import distributed
+from training.attention import fast_dropout, training_attention
 from training.distributed import World
 from training.model import GenerativeRecommender
 
@@ -113,13 +115,17 @@ def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torc
     return FusedLinearCrossEntropy.apply(hidden, weight, labels, chunk)
 
 
-def next_item_loss(model: GenerativeRecommender, ids, mask, labels) -> torch.Tensor:
-    """Cross-entropy of the next item over every item token, computed only at real positions."""
+def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
+    """Cross-entropy of the next item over every item token, computed only at real positions.
+
+    `ids` are right-padded (see `collate`): causal attention alone keeps padding out of every real position,
+    so the decoder gets no padding mask (and can take the fast causal path in training/attention.py).
+    """
     lm = model.lm
     embeds = lm.get_input_embeddings()(ids)
-    embeds = F.dropout(embeds, p=model.config.embedding_dropout, training=lm.training)
+    embeds = fast_dropout(embeds, model.config.embedding_dropout, training=lm.training)
     positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
-    hidden = lm.get_decoder()(inputs_embeds=embeds, attention_mask=mask, position_ids=positions).last_hidden_state
+    hidden = lm.get_decoder()(inputs_embeds=embeds, position_ids=positions).last_hidden_state
     real = labels != -100
     return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real])
 
@@ -132,8 +138,37 @@ class NextItemLoss(nn.Module):
         self.lm = model.lm  # registered as a submodule: these are the parameters DDP synchronises
         self._model = [model]  # a list: not a submodule, just the config and item-row accessors
 
-    def forward(self, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return next_item_loss(self._model[0], ids, mask, labels)
+    def forward(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return next_item_loss(self._model[0], ids, labels)
+
+
+class WeightAverage:
+    """Exponential moving average of the trainable weights, swapped in for evaluation and kept at the end.
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so early averages are not
+    dominated by the random initial weights.
+    """
+
+    def __init__(self, model: GenerativeRecommender, decay: float):
+        if not 0.0 < decay < 1.0:
+            raise ValueError(f"ema_decay must be in (0, 1) (or 0 for no averaging), got {decay}")
+        self.decay, self.updates = decay, 0
+        self.params = [p for p in model.lm.parameters() if p.requires_grad]
+        self.average = [p.detach().clone() for p in self.params]
+
+    @torch.no_grad()
+    def update(self) -> None:
+        self.updates += 1
+        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        torch._foreach_lerp_(self.average, [p.detach() for p in self.params], 1.0 - decay)
+
+    @torch.no_grad()
+    def swap(self) -> None:
+        """Exchange the live weights and the average (calling it twice restores the live weights)."""
+        for param, average in zip(self.params, self.average, strict=True):
+            live = param.detach().clone()
+            param.copy_(average)
+            average.copy_(live)
 
 
 def valid_ndcg(model: GenerativeRecommender, valid: HoldoutSet, world: World) -> float:
@@ -191,6 +226,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         min_lr_rate=cfg.min_lr_ratio,
     )
     valid = valid.subset(cfg.max_valid_users, seed=cfg.seed) if valid is not None else None
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
 
     best_ndcg, best_state, best_epoch, evals_without_gain = -1.0, None, cfg.epochs, 0
     started = time.perf_counter()
@@ -203,7 +239,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         transient=False,
         disable=not world.is_main,
     )
-    with progress:
+    with progress, training_attention(model.lm):
         task = progress.add_task("train", total=total_steps, epoch=0, loss=float("nan"), tps=0.0, best=0.0)
         for epoch in range(1, cfg.epochs + 1):
             model.lm.train()
@@ -217,7 +253,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 # this slice's share of the batch's tokens (x world size: DDP averages over processes); 1.0
                 # with one process, so single-process training is exactly what it always was
                 share = weight * int(mask.sum()) * world.size / batch_tokens
-                loss = loss_module(ids, mask, labels)
+                loss = loss_module(ids, labels)
                 if share != 1.0:
                     loss = loss * share
                 optimizer.zero_grad(set_to_none=True)
@@ -225,6 +261,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 torch.nn.utils.clip_grad_norm_(model.lm.parameters(), cfg.grad_clip)
                 optimizer.step()
                 scheduler.step()
+                if average is not None:
+                    average.update()
                 epoch_tokens += int(mask.sum()) if weight else 0
                 loss_sum += loss.item() / world.size
                 if step % cfg.log_every == 0 or step == steps_per_epoch:
@@ -245,6 +283,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             out_of_time = distributed.any_true(spent, world)  # every process stops after the same epoch
             if valid is None or (epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time):
                 continue
+            if average is not None:
+                average.swap()  # evaluate (and keep, if best) the averaged weights
             ndcg = valid_ndcg(model, valid, world)
             model.history.append(
                 {
@@ -259,6 +299,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 best_state = copy.deepcopy(model.lm.state_dict())
             else:
                 evals_without_gain += 1
+            if average is not None:
+                average.swap()  # back to the live weights to go on training
             progress.update(task, best=best_ndcg)
             say = progress.console.print if world.is_main else (lambda *_: None)
             say(
@@ -274,6 +316,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 break
     if best_state is not None:
         model.lm.load_state_dict(best_state)
+    elif average is not None:  # no validation (e.g. a refit): the model is the final average
+        average.swap()
     model.lm.to("cpu")  # everything after training (evaluation, export, serving) runs on the CPU
     model.lm.eval()
     model.stats = {
