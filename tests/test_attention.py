@@ -31,8 +31,9 @@ def test_dropout_masks_drop_at_the_asked_rate_and_keep_the_mean():
     assert torch.unique(out).tolist() == pytest.approx([0.0, 256 / 205])
     x = torch.randn(5, 5)
     assert fast_dropout(x, 0.2, training=False) is x
-    with pytest.raises(ValueError, match=r"\[0, 1\)"):
-        dropped_mask((3,), 1.0, torch.device("cpu"))
+    for bad in (1.0, 0.999, -0.1):
+        with pytest.raises(ValueError, match=r"\[0, 1\)"):
+            dropped_mask((3,), bad, torch.device("cpu"))
 
 
 def test_train_attention_is_causal_attention_with_the_drawn_mask():

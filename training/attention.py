@@ -27,9 +27,9 @@ TRAIN_ATTENTION = "recsys_train_attention"
 
 def dropped_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> tuple[torch.Tensor, float]:
     """(bool tensor True where an element is dropped, with probability p rounded to k/256; 1 / keep rate)."""
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability must be in [0, 1), got {p}")
-    threshold = round(p * 256)
+    threshold = round(p * 256) if 0.0 <= p < 1.0 else -1
+    if not 0 <= threshold < 256:  # p >= 255.5/256 would round to "drop everything"
+        raise ValueError(f"dropout probability must be in [0, 1) (at most 255/256 here), got {p}")
     numel = math.prod(shape)
     words = torch.empty((numel + 3) // 4, dtype=torch.int32, device=device).random_(-(2**31), 2**31)
     return words.view(torch.uint8)[:numel].view(shape) < threshold, 256 / (256 - threshold)
