@@ -188,7 +188,7 @@ def evaluate_command(
         from training.pipeline import load_model
 
         scorer = load_model(model_dir)
-        length = max_len or getattr(getattr(scorer, "config", None), "max_len", 50)
+        length = max_len or getattr(scorer, "max_len", 50)
     from recsys.data.sequences import build_sequences, leave_one_out
     from recsys.evaluate import evaluate
 
@@ -223,8 +223,8 @@ def export(
 
     prepared = _load_prepared(dataset)
     model = load_model(model_dir)
-    if model.kind != "lm":
-        _fail(f"only the generative model exports to a bundle; {model_dir} holds a {model.kind} model")
+    if model.kind not in ("lm", "lm-ensemble"):
+        _fail(f"only the generative model (or an ensemble) exports to a bundle; {model_dir} holds a {model.kind} model")
     root = bundles or get_settings().bundles_dir
     path = export_bundle(
         model,

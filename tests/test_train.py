@@ -1,11 +1,12 @@
 """Pieces of the training loop: windows, bucketing, the fused cross-entropy."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
 from recsys.data.sequences import Sequences
-from training.train import bucketed_batches, collate, fused_cross_entropy, training_windows
+from training.train import bucketed_batches, collate, fused_cross_entropy, matmul_dtype, training_windows
 
 
 def test_fused_cross_entropy_matches_torch_values_and_gradients():
@@ -45,3 +46,22 @@ def test_collate_right_pads_and_masks_labels():
     assert ids.tolist() == [[3, 4], [6, 0]]
     assert labels.tolist() == [[2, 3], [5, -100]]
     assert mask.tolist() == [[1, 1], [1, 0]]
+
+
+def test_bf16_cross_entropy_stays_close_to_float32_and_bad_precision_is_rejected():
+    torch.manual_seed(0)
+    hidden = torch.randn(700, 32, requires_grad=True)
+    weight = (0.1 * torch.randn(300, 32)).requires_grad_()
+    labels = torch.randint(0, 300, (700,))
+    grads = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        hidden.grad = weight.grad = None
+        loss = fused_cross_entropy(hidden, weight, labels, chunk=256, dtype=dtype)
+        loss.backward()
+        grads[dtype] = loss.detach(), hidden.grad.clone(), weight.grad.clone()
+        assert loss.dtype == hidden.grad.dtype == weight.grad.dtype == torch.float32  # sums stay float32
+    for exact, low in zip(grads[torch.float32], grads[torch.bfloat16], strict=True):
+        assert not torch.equal(exact, low)  # the products did run in bfloat16
+        torch.testing.assert_close(low, exact, rtol=0.05, atol=2e-4)
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
+        matmul_dtype("fp16")

@@ -96,7 +96,12 @@ def run_quality_benchmark(
                 entry[split_name], entry[f"{split_name}_std"] = mean_and_spread([r[split_name] for r in runs])
             entry["seeds"] = runs
         entry["hyperparameters"] = (
-            {"max_len": chosen.max_len, "lm": asdict(chosen.lm), "train": asdict(chosen.train)}
+            {
+                "max_len": chosen.max_len,
+                "members": [{"lm": asdict(lm), "train": asdict(train)} for lm, train in chosen.members],
+            }
+            if kind == "lm" and chosen.members
+            else {"max_len": chosen.max_len, "lm": asdict(chosen.lm), "train": asdict(chosen.train)}
             if kind == "lm"
             else chosen.als
             if kind == "als"
@@ -175,7 +180,13 @@ def run_slates_benchmark(
 
 
 def measure_throughput(
-    lm_config, n_items: int, lengths: np.ndarray, batch_size: int, steps: int, seed: int = 0
+    lm_config,
+    n_items: int,
+    lengths: np.ndarray,
+    batch_size: int,
+    steps: int,
+    seed: int = 0,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """Real (unpadded) training tokens/s of the trainer's own step on random windows of the given lengths."""
     import time
@@ -188,7 +199,7 @@ def measure_throughput(
     from training.train import bucketed_batches, collate, next_item_loss
 
     rng = np.random.default_rng(seed)
-    model = GenerativeRecommender(lm_config, TrainConfig(seed=seed))
+    model = GenerativeRecommender(lm_config, TrainConfig(seed=seed, precision=precision))
     model.init_model(ItemVocab([str(i) for i in range(n_items)]))
     model.lm.train()
     optimizer = torch.optim.AdamW(model.lm.parameters(), lr=1e-3)
@@ -215,6 +226,7 @@ def measure_throughput(
         "batch_size": batch_size,
         "n_items": n_items,
         "max_len": lm_config.max_len,
+        "precision": precision,
     }
 
 
@@ -228,12 +240,18 @@ def run_throughput_benchmark(steps: int, console: Console, command: str, out: Pa
     results = {}
     fixed = LMConfig(hidden_size=64, num_layers=2, num_heads=2, intermediate_size=256, max_len=200)
     rng = np.random.default_rng(0)
-    results["fixed_h64_l2_len200_b128"] = measure_throughput(fixed, 4000, np.full(128 * 8, 201), 128, steps)
+    full_windows = np.full(128 * 8, 201)
+    for precision, suffix in (("fp32", ""), ("bf16", "_bf16")):
+        results[f"fixed_h64_l2_len200_b128{suffix}"] = measure_throughput(
+            fixed, 4000, full_windows, 128, steps, precision=precision
+        )
     for name, n_items in PRESET_CATALOGUE_SIZES.items():
         chosen = load_preset(name)
         # window lengths spread evenly over 2..max_len+1, as the trainer cuts real sequences
         lengths = rng.integers(2, chosen.max_len + 2, size=chosen.train.batch_size * 16)
-        results[f"preset_{name}"] = measure_throughput(chosen.lm, n_items, lengths, chosen.train.batch_size, steps)
+        results[f"preset_{name}"] = measure_throughput(
+            chosen.lm, n_items, lengths, chosen.train.batch_size, steps, precision=chosen.train.precision
+        )
     for name, figures in results.items():
         console.print(
             f"{name:>28}: {figures['real_tokens_per_s']:>10,.0f} real tokens/s, "

@@ -20,9 +20,12 @@ from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.tokens import left_pad
 from training.adcopy_batch import write_adcopy_assets
-from training.model import GenerativeRecommender, UserEncoder
+from training.ensemble import EnsembleRecommender
+from training.model import GenerativeRecommender
 
 ONNX_FILE = "user_encoder.onnx"
+# what a bundle serves: one LM, or an ensemble of LMs (one encoder and one item matrix all the same)
+ServableModel = GenerativeRecommender | EnsembleRecommender
 
 
 @dataclass(frozen=True)
@@ -34,37 +37,26 @@ class AdCopyPlan:
     batch_size: int = 512
 
 
-def top_k_items(model: GenerativeRecommender, sequences: Sequences, k: int, batch_size: int) -> dict[str, list[str]]:
+def top_k_items(model: ServableModel, sequences: Sequences, k: int, batch_size: int) -> dict[str, list[str]]:
     """Each user's top-k item IDs (history masked), scored in batches."""
     assert model.vocab is not None
     out: dict[str, list[str]] = {}
     for start in range(0, len(sequences.items), batch_size):
-        histories = [seq[-model.config.max_len :] for seq in sequences.items[start : start + batch_size]]
+        histories = [seq[-model.max_len :] for seq in sequences.items[start : start + batch_size]]
         items, _ = model.recommend(histories, k)
         for user_id, row in zip(sequences.user_ids[start : start + batch_size], items, strict=True):
             out[user_id] = [model.vocab.item_ids[i] for i in row]
     return out
 
 
-class _ExportableEncoder(UserEncoder):
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
-        hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
-        return hidden[:, -1, :]
-
-
-def export_onnx(model: GenerativeRecommender, path: Path) -> Path:
+def export_onnx(model: ServableModel, path: Path) -> Path:
     """The user encoder with dynamic batch and length (left padding), opset 18, weights inside the file.
 
     The TorchScript exporter is used: it takes ~0.3 s against ~5 s for the dynamo exporter and gives the
     same graph numerics (max diff ~1e-6) for this decoder.
     """
-    assert model.lm is not None
-    model.lm.eval()
-    encoder = _ExportableEncoder(model.lm).eval()
-    ids, mask = left_pad([np.arange(3), np.arange(7)], model.config.max_len, model.token_offset)
+    encoder = model.user_encoder()
+    ids, mask = left_pad([np.arange(3), np.arange(7)], model.max_len, model.token_offset)
     ids, mask = np.minimum(ids, model.token_offset + model.n_items - 1), mask
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -122,7 +114,7 @@ def without_items(model: GenerativeRecommender, item_ids: Iterable[str]) -> Gene
 
 
 def export_bundle(
-    model: GenerativeRecommender,
+    model: ServableModel,
     sequences: Sequences,
     bundles_root: str | Path,
     catalogue: pl.DataFrame | None = None,
@@ -138,13 +130,13 @@ def export_bundle(
     again rather than a second one; `before_seal` is called with the staging directory (fault-injection tests).
     With `adcopy` and a catalogue, the bundle also carries the copy model and the copy for each user's top-k.
     """
-    assert model.lm is not None and model.vocab is not None
+    assert model.vocab is not None
     version = version or bundle.new_version()
     staging = bundle.staging_dir(bundles_root, version)
     export_onnx(model, staging / ONNX_FILE)
     embeddings = model.item_embeddings().detach().float().numpy()
     ItemIndex.build(embeddings, model.vocab.item_ids).save(staging)
-    recent_histories(sequences, model.vocab.item_ids, model.config.max_len).write_parquet(staging / "histories.parquet")
+    recent_histories(sequences, model.vocab.item_ids, model.max_len).write_parquet(staging / "histories.parquet")
     counts = np.bincount(np.concatenate(sequences.items), minlength=model.n_items) if sequences.items else []
     (staging / "popularity.json").write_text(json.dumps({"counts": np.asarray(counts).tolist()}))
     adcopy_stats = None
@@ -158,7 +150,7 @@ def export_bundle(
     fields = {
         "model": {
             "kind": model.kind,
-            "max_len": model.config.max_len,
+            "max_len": model.max_len,
             "token_offset": model.token_offset,
             "pad_token_id": 0,
             "hidden_size": int(embeddings.shape[1]),

@@ -75,6 +75,10 @@ class TrainConfig:
     # stopping and the trained model use the average, which is what a lower learning rate would reach
     # without paying for the slower progress. Decay 0.995 averages over roughly the last 200 steps.
     ema_decay: float = 0.0
+    # "bf16": the decoder's and the loss's matrix products run in bfloat16 (autocast; weights, optimizer
+    # state and softmax sums stay float32). ~1.4-1.65x the tokens/s on CPUs with AVX512-BF16; evaluation,
+    # export and serving always run in float32.
+    precision: str = "fp32"
     log_every: int = 20
     extra: dict = field(default_factory=dict)
 
@@ -114,7 +118,7 @@ class UserEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         hidden = self.backbone(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
         ).last_hidden_state
         return hidden[:, -1, :]
 
@@ -184,6 +188,16 @@ class GenerativeRecommender(Recommender):
         self.lm = lm
 
     # -- the recommender interface ------------------------------------------------------------------
+    @property
+    def max_len(self) -> int:
+        return self.config.max_len
+
+    def user_encoder(self) -> nn.Module:
+        """The module that maps (left-padded ids, mask) to user vectors: what user_vectors runs, ONNX exports."""
+        assert self.lm is not None, "model is not initialised: fit() or load() first"
+        self.lm.eval()
+        return UserEncoder(self.lm).eval()
+
     def item_embeddings(self) -> torch.Tensor:
         """Output embedding rows of the item tokens, shape (n_items, hidden)."""
         assert self.lm is not None
@@ -201,9 +215,8 @@ class GenerativeRecommender(Recommender):
 
     @torch.no_grad()
     def user_vectors(self, histories: Sequence[np.ndarray], batch_size: int = 512) -> np.ndarray:
-        assert self.lm is not None, "model is not initialised: fit() or load() first"
-        self.lm.eval()
-        encoder = UserEncoder(self.lm)
+        encoder = self.user_encoder()
+        assert self.lm is not None
         device = self.lm.get_input_embeddings().weight.device  # the CPU, except while training on a GPU
         out = []
         for start in range(0, len(histories), batch_size):

@@ -372,7 +372,12 @@ def _train_overrides(ctx: Context, warm: bool) -> dict[str, Any]:
     from training.presets import load_preset
 
     cfg = ctx.cfg
-    base = load_preset(cfg.preset).train
+    preset = load_preset(cfg.preset)
+    if preset.members:
+        raise ValueError(
+            f"preset {cfg.preset!r} is an ensemble: the nightly warm-starts one model, give it a single-model preset"
+        )
+    base = preset.train
     overrides: dict[str, Any] = {"seed": cfg.seed}
     if warm:
         overrides.update(

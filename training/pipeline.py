@@ -25,6 +25,7 @@ from recsys.evaluate import evaluate
 from recsys.models.als import ALSRecommender
 from recsys.models.base import Recommender
 from recsys.models.popularity import PopularityRecommender
+from training.ensemble import EnsembleRecommender
 from training.model import GenerativeRecommender
 from training.presets import Preset
 
@@ -67,6 +68,10 @@ def new_model(kind: str, preset: Preset, base_model: str | Path | None = None) -
         return PopularityRecommender()
     if kind == "als":
         return ALSRecommender(**preset.als, seed=preset.train.seed)
+    if kind == "lm" and preset.members:
+        if base_model is not None:
+            raise ValueError(f"preset {preset.name!r} is an ensemble, trained from scratch: drop the base model")
+        return EnsembleRecommender(preset.members)
     if kind == "lm":
         return GenerativeRecommender(preset.lm, preset.train, base_model=base_model)
     raise ValueError(f"unknown model kind {kind!r}; choose one of {', '.join(MODEL_KINDS)}")
@@ -76,7 +81,12 @@ def load_model(path: str | Path) -> Recommender:
     from recsys.models.base import read_card
 
     kind = read_card(path)["kind"]
-    cls = {"popularity": PopularityRecommender, "als": ALSRecommender, "lm": GenerativeRecommender}[kind]
+    cls = {
+        "popularity": PopularityRecommender,
+        "als": ALSRecommender,
+        "lm": GenerativeRecommender,
+        "lm-ensemble": EnsembleRecommender,
+    }[kind]
     return cls.load(path)
 
 
@@ -89,6 +99,9 @@ def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, 
     measure a held-out event, so `valid` is reported from the first fit.
     """
     started = time.perf_counter()
+    if isinstance(model, EnsembleRecommender):
+        model.fit(data.train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
+        return dict(model.stats)
     if not isinstance(model, GenerativeRecommender):
         model.fit(data.train, len(prepared.vocab), data.valid)
         return {"train_wall_s": round(time.perf_counter() - started, 1)}

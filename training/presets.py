@@ -14,11 +14,17 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 @dataclass
 class Preset:
+    """One LM (`lm`, `train`) or, when `members` is given, an ensemble of LMs (training/ensemble.py).
+
+    A member's `lm` and `train` entries override the preset's own, which hold what members share.
+    """
+
     name: str
     max_len: int
     lm: LMConfig
     train: TrainConfig
     als: dict[str, Any] = field(default_factory=dict)
+    members: list[tuple[LMConfig, TrainConfig]] = field(default_factory=list)
 
 
 def available() -> list[str]:
@@ -33,11 +39,14 @@ def load_preset(name_or_path: str, overrides: dict[str, Any] | None = None) -> P
     if not path.exists():
         raise FileNotFoundError(f"no preset {name_or_path!r}; available: {', '.join(available())} or a JSON path")
     raw = json.loads(path.read_text())
-    train = {**raw.get("train", {}), **{k: v for k, v in (overrides or {}).items() if v is not None}}
-    return Preset(
-        name=path.stem,
-        max_len=raw["max_len"],
-        lm=LMConfig(max_len=raw["max_len"], **raw.get("lm", {})),
-        train=TrainConfig(**train),
-        als=raw.get("als", {}),
-    )
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+
+    def configs(lm: dict[str, Any], train: dict[str, Any]) -> tuple[LMConfig, TrainConfig]:
+        return LMConfig(max_len=raw["max_len"], **lm), TrainConfig(**{**train, **given})
+
+    lm, train = configs(raw.get("lm", {}), raw.get("train", {}))
+    members = [
+        configs({**raw.get("lm", {}), **m.get("lm", {})}, {**raw.get("train", {}), **m.get("train", {})})
+        for m in raw.get("members", [])
+    ]
+    return Preset(name=path.stem, max_len=raw["max_len"], lm=lm, train=train, als=raw.get("als", {}), members=members)

@@ -86,33 +86,53 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int) -> torch.Tensor:
+    def forward(
+        ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, dtype: torch.dtype
+    ) -> torch.Tensor:
         n = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight)
         total = hidden.new_zeros(())
+        # the products run in `dtype` (bfloat16 under mixed precision); softmax and sums in float32
+        hidden_m, weight_m = hidden.to(dtype), weight.to(dtype)
         for start in range(0, n, chunk):
-            h, y = hidden[start : start + chunk], labels[start : start + chunk]
-            logits = h @ weight.T
+            h, y = hidden_m[start : start + chunk], labels[start : start + chunk]
+            logits = (h @ weight_m.T).float()
             log_norm = torch.logsumexp(logits, dim=1)
             total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
             probs = logits.sub_(log_norm[:, None]).exp_()
             probs[torch.arange(len(y), device=y.device), y] -= 1.0
-            grad_hidden[start : start + chunk] = probs @ weight
-            grad_weight.addmm_(probs.T, h)
+            probs = probs.to(dtype)
+            grad_hidden[start : start + chunk] = probs @ weight_m
+            grad_weight += probs.T @ h
         ctx.save_for_backward(grad_hidden / n, grad_weight / n)
         return total / n
 
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None
 
 
-def fused_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int = 512):
+def fused_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    chunk: int = 512,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     if not torch.is_grad_enabled():
-        return F.cross_entropy(hidden @ weight.T, labels)
-    return FusedLinearCrossEntropy.apply(hidden, weight, labels, chunk)
+        return F.cross_entropy((hidden.to(dtype) @ weight.to(dtype).T).float(), labels)
+    return FusedLinearCrossEntropy.apply(hidden.float(), weight, labels, chunk, dtype)
+
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def matmul_dtype(precision: str) -> torch.dtype:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
 
 
 def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
@@ -122,12 +142,14 @@ def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
     so the decoder gets no padding mask (and can take the fast causal path in training/attention.py).
     """
     lm = model.lm
+    dtype = matmul_dtype(model.train_config.precision)
     embeds = lm.get_input_embeddings()(ids)
     embeds = fast_dropout(embeds, model.config.embedding_dropout, training=lm.training)
     positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
-    hidden = lm.get_decoder()(inputs_embeds=embeds, position_ids=positions).last_hidden_state
+    with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        hidden = lm.get_decoder()(inputs_embeds=embeds, position_ids=positions).last_hidden_state
     real = labels != -100
-    return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real])
+    return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real], dtype=dtype)
 
 
 class NextItemLoss(nn.Module):
@@ -227,6 +249,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
     )
     valid = valid.subset(cfg.max_valid_users, seed=cfg.seed) if valid is not None else None
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    matmul_dtype(cfg.precision)  # a bad value fails here, before the first step
 
     best_ndcg, best_state, best_epoch, evals_without_gain = -1.0, None, cfg.epochs, 0
     started = time.perf_counter()
