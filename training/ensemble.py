@@ -81,7 +81,7 @@ class EnsembleRecommender(Recommender):
         wall = sum(s["train_wall_s"] for s in member_stats)
         self.stats = {
             "train_wall_s": round(wall, 1),
-            # tokens over the whole training time (each member's tokens_per_s excludes its evaluations)
+            # the members' training rates weighted by their wall time
             "tokens_per_s": round(
                 sum(s["tokens_per_s"] * s["train_wall_s"] for s in member_stats) / max(wall, 1e-9), 1
             ),
