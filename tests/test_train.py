@@ -6,7 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from recsys.data.sequences import Sequences
-from training.train import bucketed_batches, collate, fused_cross_entropy, matmul_dtype, training_windows
+from training.model import TrainConfig
+from training.train import bucketed_batches, collate, fused_cross_entropy, training_windows
 
 
 def test_fused_cross_entropy_matches_torch_values_and_gradients():
@@ -63,5 +64,7 @@ def test_bf16_cross_entropy_stays_close_to_float32_and_bad_precision_is_rejected
     for exact, low in zip(grads[torch.float32], grads[torch.bfloat16], strict=True):
         assert not torch.equal(exact, low)  # the products did run in bfloat16
         torch.testing.assert_close(low, exact, rtol=0.05, atol=2e-4)
-    with pytest.raises(ValueError, match="precision must be one of fp32, bf16"):
-        matmul_dtype("fp16")
+    with pytest.raises(ValueError, match="precision must be one of fp32, bf16, got 'fp16'"):
+        TrainConfig(precision="fp16")
+    with pytest.raises(ValueError, match="ema_decay must be in"):
+        TrainConfig(ema_decay=1.5)

@@ -75,6 +75,10 @@ class EnsembleRecommender(Recommender):
     def fit(
         self, train: Sequences, n_items: int, valid: HoldoutSet | None = None, vocab: ItemVocab | None = None
     ) -> EnsembleRecommender:
+        vocab = vocab or ItemVocab([str(i) for i in range(n_items)])
+        for member in self.members:  # every member is built first: a bad architecture fails before any training
+            if member.lm is None:
+                member.init_model(vocab)
         for member in self.members:
             member.fit(train, n_items, valid, vocab=vocab)
         member_stats = [m.stats for m in self.members]

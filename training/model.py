@@ -25,6 +25,7 @@ from recsys.data.vocab import ItemVocab
 from recsys.models.base import Recommender, read_card
 from recsys.tokens import PAD_TOKEN_ID, left_pad
 
+PRECISIONS = ("fp32", "bf16")  # of the training step's matrix products (TrainConfig.precision)
 N_SPECIAL_TOKENS = 2  # <pad>, <bos>; item tokens follow (text tokens for ad copy come after the items)
 VOCAB_FILE = "item_vocab.json"
 
@@ -81,6 +82,12 @@ class TrainConfig:
     precision: str = "fp32"
     log_every: int = 20
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:  # a bad value fails where the config is read, before any training
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
+            raise ValueError(f"ema_decay must be in (0, 1) (or 0 for no averaging), got {self.ema_decay}")
 
 
 def build_hf_model(config: LMConfig, n_items: int) -> LlamaForCausalLM:
