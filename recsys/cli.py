@@ -131,10 +131,13 @@ def train(
     from training import pipeline
     from training.presets import load_preset
 
-    chosen = load_preset(preset, {"epochs": epochs, "seed": seed})
+    try:
+        chosen = load_preset(preset, {"epochs": epochs, "seed": seed})
+        recommender = pipeline.new_model(model, chosen, base_model)
+    except (FileNotFoundError, ValueError) as exc:
+        _fail(str(exc))
     prepared = _load_prepared(dataset)
     data = pipeline.split(prepared, chosen.max_len)
-    recommender = pipeline.new_model(model, chosen, base_model)
     stats = pipeline.fit(recommender, data, prepared)
     from training.distributed import current
 

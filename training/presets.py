@@ -44,9 +44,12 @@ def load_preset(name_or_path: str, overrides: dict[str, Any] | None = None) -> P
     def configs(lm: dict[str, Any], train: dict[str, Any]) -> tuple[LMConfig, TrainConfig]:
         return LMConfig(max_len=raw["max_len"], **lm), TrainConfig(**{**train, **given})
 
-    lm, train = configs(raw.get("lm", {}), raw.get("train", {}))
-    members = [
-        configs({**raw.get("lm", {}), **m.get("lm", {})}, {**raw.get("train", {}), **m.get("train", {})})
-        for m in raw.get("members", [])
-    ]
+    try:
+        lm, train = configs(raw.get("lm", {}), raw.get("train", {}))
+        members = [
+            configs({**raw.get("lm", {}), **m.get("lm", {})}, {**raw.get("train", {}), **m.get("train", {})})
+            for m in raw.get("members", [])
+        ]
+    except (TypeError, ValueError) as exc:  # an unknown key or a bad value: name the file it is in
+        raise ValueError(f"preset {path}: {exc}") from exc
     return Preset(name=path.stem, max_len=raw["max_len"], lm=lm, train=train, als=raw.get("als", {}), members=members)
