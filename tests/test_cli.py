@@ -102,3 +102,16 @@ def test_missing_inputs_give_clear_errors(tmp_path):
     assert out.returncode == 1 and "Traceback" not in out.stderr
     out = recsys("data", "import", tmp_path / "nope.csv", "--format", "xml", "--out", tmp_path / "p")
     assert out.returncode == 1 and "valid formats" in out.stderr
+
+
+def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path):
+    preset = tmp_path / "bad.json"
+    cases = [
+        ({"max_len": 20, "lm": {"hiden_size": 32}}, "unexpected keyword argument 'hiden_size'"),
+        ({"max_len": 20, "train": {"precision": "fp16"}}, "precision must be one of fp32, bf16"),
+        ({"max_len": 20, "members": [{"lm": {"hidden_size": 16}}]}, "at least 2 members"),
+    ]
+    for content, message in cases:
+        preset.write_text(json.dumps(content))
+        out = recsys("train", "--dataset", tmp_path / "nope", "--out", tmp_path / "m", "--preset", preset)
+        assert out.returncode == 1 and message in out.stderr and "Traceback" not in out.stderr, out.stderr
