@@ -25,7 +25,8 @@ from recsys.data.vocab import ItemVocab
 from recsys.models.base import Recommender, read_card
 from recsys.tokens import PAD_TOKEN_ID, left_pad
 
-PRECISIONS = ("fp32", "bf16")  # of the training step's matrix products (TrainConfig.precision)
+# TrainConfig.precision -> the dtype of the training step's matrix products
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
 N_SPECIAL_TOKENS = 2  # <pad>, <bos>; item tokens follow (text tokens for ad copy come after the items)
 VOCAB_FILE = "item_vocab.json"
 

@@ -31,7 +31,7 @@ from recsys.tokens import PAD_TOKEN_ID
 from training import distributed
 from training.attention import fast_dropout, training_attention
 from training.distributed import World
-from training.model import GenerativeRecommender
+from training.model import PRECISIONS, GenerativeRecommender
 
 
 def training_windows(train: Sequences, max_len: int) -> list[np.ndarray]:
@@ -126,11 +126,6 @@ def fused_cross_entropy(
     return FusedLinearCrossEntropy.apply(hidden.float(), weight, labels, chunk, dtype)
 
 
-def matmul_dtype(precision: str) -> torch.dtype:
-    """The dtype of a TrainConfig.precision (validated by TrainConfig)."""
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[precision]
-
-
 def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
     """Cross-entropy of the next item over every item token, computed only at real positions.
 
@@ -138,7 +133,7 @@ def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
     so the decoder gets no padding mask (and can take the fast causal path in training/attention.py).
     """
     lm = model.lm
-    dtype = matmul_dtype(model.train_config.precision)
+    dtype = PRECISIONS[model.train_config.precision]  # validated by TrainConfig
     embeds = lm.get_input_embeddings()(ids)
     embeds = fast_dropout(embeds, model.config.embedding_dropout, training=lm.training)
     positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
