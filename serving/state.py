@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recsys import bundle
+from recsys.bundle.reader import BundleRecommender
 from serving import metrics
-from serving.engine import BundleRecommender
 
 log = logging.getLogger("recsys.bundle")
 

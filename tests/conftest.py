@@ -13,7 +13,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 @pytest.fixture(scope="session")
 def tiny_prepared(tmp_path_factory):
-    from recsys.synthetic import write_synthetic
+    from recsys.data.synthetic import write_synthetic
     from training import pipeline
 
     root: Path = tmp_path_factory.mktemp("tiny")
@@ -32,7 +32,7 @@ def tiny_split(tiny_prepared):
 
 @pytest.fixture(scope="session")
 def tiny_lm(tiny_prepared, tiny_split):
-    from training.model import GenerativeRecommender, LMConfig, TrainConfig
+    from training.lm.model import GenerativeRecommender, LMConfig, TrainConfig
 
     prepared, _ = tiny_prepared
     model = GenerativeRecommender(

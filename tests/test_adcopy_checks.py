@@ -27,7 +27,7 @@ from recsys.adcopy import (
     template_copy,
     unsupported_facts,
 )
-from recsys.synthetic import generate, load_preset
+from recsys.data.synthetic import generate, load_preset
 
 SCIENTIFIC = Path("/work/shared/data/amazon-scientific")
 

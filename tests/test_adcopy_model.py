@@ -36,8 +36,8 @@ def facts(records):
 
 @pytest.fixture(scope="module")
 def copy_model_dir(tmp_path_factory, records, facts):
-    from training.copy_model import CopyModelConfig
-    from training.copywriter import CopyTrainConfig, export_copy_model, fine_tune_copy
+    from training.adcopy.finetune import CopyTrainConfig, export_copy_model, fine_tune_copy
+    from training.adcopy.model import CopyModelConfig
 
     config = CopyTrainConfig(
         epochs=40,
@@ -56,7 +56,7 @@ def test_onnx_decoder_with_cache_matches_torch_step_by_step(copy_model_dir, reco
     import onnxruntime as ort
     from tokenizers import Tokenizer
 
-    from training.copy_model import CopyModel
+    from training.adcopy.model import CopyModel
 
     model = CopyModel.load(copy_model_dir)
     tokenizer = Tokenizer.from_file(str(copy_model_dir / "tokenizer.json"))
@@ -75,7 +75,7 @@ def test_onnx_decoder_with_cache_matches_torch_step_by_step(copy_model_dir, reco
 
 
 def test_writer_output_always_passes_the_checks_and_says_its_source(copy_model_dir, records, facts):
-    from serving.copywriter import CopyWriter
+    from recsys.adcopy.writer import CopyWriter
 
     writer = CopyWriter(copy_model_dir, facts)
     sources = []
@@ -96,10 +96,10 @@ def test_writer_output_always_passes_the_checks_and_says_its_source(copy_model_d
 def test_span_constraint_only_lets_whole_spans_of_the_record_through(records):
     """Random walks through the constraint (any allowed token, no model): the output is made of the record's
     whole words, each text position at most once, hooks only as the body's opening, both parts ended."""
+    from recsys.adcopy.constraint import SpanConstraint
     from recsys.adcopy.prompt import BODY, EOS, HOOKS
-    from serving.copy_constraint import SpanConstraint
-    from serving.copywriter import CopyWriter
-    from training.copywriter import train_tokenizer
+    from recsys.adcopy.writer import CopyWriter
+    from training.adcopy.finetune import train_tokenizer
 
     texts = [" ".join([r.name, r.brand or "", *r.categories, r.description or ""]) for r in records.values()]
     tokenizer = train_tokenizer(texts, 300)  # small: most words are several tokens, so gluing is possible
@@ -131,9 +131,9 @@ def test_span_constraint_only_lets_whole_spans_of_the_record_through(records):
 
 def test_span_constraint_keeps_a_label_with_its_own_value(records):
     """A span never ends at a colon: "Net weight:" is followed by its own value, not one from elsewhere."""
+    from recsys.adcopy.constraint import SpanConstraint
     from recsys.adcopy.prompt import BODY, EOS
-    from serving.copy_constraint import SpanConstraint
-    from training.copywriter import train_tokenizer
+    from training.adcopy.finetune import train_tokenizer
 
     texts = [" ".join([r.name, r.categories[-1] if r.categories else ""]) for r in records.values()]
     tokenizer = train_tokenizer([*texts, "Net weight: 6g. Size: 20mm. Color: red"], 300)
@@ -157,7 +157,7 @@ def test_span_constraint_keeps_a_label_with_its_own_value(records):
 
 
 def test_a_tiny_time_budget_gives_the_flagged_template(copy_model_dir, records, facts):
-    from serving.copywriter import CopyWriter
+    from recsys.adcopy.writer import CopyWriter
 
     record = next(iter(records.values()))
     result = CopyWriter(copy_model_dir, facts).write(record, None, deadline_s=1e-6)
@@ -213,7 +213,7 @@ def test_bundle_carries_copy_for_each_users_top_k(adcopy_bundle):
 
 
 def test_ad_copy_through_the_real_server(adcopy_bundle, tmp_path, catalogue, records, facts):
-    from serving.process import ServerProcess
+    from recsys.harness import ServerProcess
 
     root, bundle_dir = adcopy_bundle
     copies = pl.read_parquet(bundle_dir / "adcopy" / "copies.parquet")

@@ -1,4 +1,4 @@
-"""The training-only attention and dropout (training/attention.py) and the weight average in the loop."""
+"""The training-only attention and dropout (training/lm/attention.py) and the weight average in the loop."""
 
 import numpy as np
 import pytest
@@ -7,9 +7,9 @@ import torch.nn.functional as F
 
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
-from training.attention import dropped_mask, fast_dropout, train_attention, training_attention
-from training.model import GenerativeRecommender, LMConfig, TrainConfig
-from training.train import WeightAverage, collate, next_item_loss
+from training.lm.attention import dropped_mask, fast_dropout, train_attention, training_attention
+from training.lm.model import GenerativeRecommender, LMConfig, TrainConfig
+from training.lm.train import WeightAverage, collate, next_item_loss
 
 
 def _tiny_model(n_items: int = 40, dropout: float = 0.0) -> GenerativeRecommender:

@@ -53,7 +53,7 @@ def test_demo_end_to_end_promotes_a_bundle_and_recommends(tmp_path):
 
 
 def test_step_by_step_commands(tmp_path):
-    from recsys.synthetic import write_synthetic
+    from recsys.data.synthetic import write_synthetic
 
     events, catalogue = write_synthetic(tmp_path / "raw", "tiny", 1)
     dataset, model_dir, bundles = tmp_path / "dataset", tmp_path / "lm", tmp_path / "bundles"

@@ -9,8 +9,8 @@ from recsys.data.sequences import HoldoutSet
 from recsys.evaluate import evaluate
 from recsys.metrics import ranking_metrics
 from training import pipeline
-from training.cold_start import SelectionRanker
-from training.text_embeddings import (
+from training.bench.cold_start import SelectionRanker
+from training.coldstart.text_embeddings import (
     KnnProjection,
     TextEncoder,
     TextProjection,
@@ -122,7 +122,7 @@ def test_new_item_becomes_recommendable_after_a_catalogue_update(encoder, tiny_p
     assert np.mean([knn_model.vocab.index_of("NEW-LISTING") in row for row in knn_items]) >= 0.8
 
     # and the online path serves it: export a bundle from the updated model (no training step in between)
-    from serving.engine import BundleRecommender
+    from recsys.bundle.reader import BundleRecommender
     from training.export import export_bundle
 
     sequences = pipeline.build_sequences(prepared.events, prepared.vocab)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from training.ddp_benchmark import train_both
-from training.drills import TINY_PRESET
+from training.bench.ddp import train_both
+from training.nightly.drills import TINY_PRESET
 
 
 def test_two_processes_under_torchrun_match_one_process(tiny_prepared, tmp_path):
@@ -28,8 +28,8 @@ def test_two_processes_under_torchrun_match_one_process(tiny_prepared, tmp_path)
 
 
 def test_the_nightly_train_step_runs_under_torchrun(tmp_path):
-    from training import drills
-    from training.nightly import NightlyConfig, read_json, run_nightly
+    from training.nightly import drills
+    from training.nightly.job import NightlyConfig, read_json, run_nightly
 
     sc = drills.tiny_scenario(tmp_path / "data")
     cfg = NightlyConfig(

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 
+from recsys.bundle.reader import BundleRecommender
 from recsys.evaluate import evaluate
 from recsys.metrics import top_k
-from serving.engine import BundleRecommender
 from training import pipeline
-from training.ensemble import EnsembleRecommender
 from training.export import export_bundle
+from training.lm.ensemble import EnsembleRecommender
 from training.presets import load_preset
 
 PRESET = {

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from recsys import bundle
+from recsys.bundle.reader import BundleRecommender
 from recsys.metrics import top_k
-from serving.engine import BundleRecommender
 
 
 def _users(tiny_split, n=100):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recsys.data.sequences import Sequences, multi_step_holdout
-from training.generate import generate_slates, slate_metrics
+from training.lm.generate import generate_slates, slate_metrics
 
 
 def test_multi_step_holdout_never_trains_on_the_future():

@@ -9,7 +9,7 @@ from recsys.data.vocab import ItemVocab
 from recsys.evaluate import evaluate
 from recsys.models.als import ALSRecommender
 from recsys.models.popularity import PopularityRecommender
-from training.model import GenerativeRecommender, LMConfig, TrainConfig
+from training.lm.model import GenerativeRecommender, LMConfig, TrainConfig
 
 
 def test_lm_beats_popularity_clearly_on_synthetic(tiny_prepared, tiny_split, tiny_lm):
@@ -75,7 +75,7 @@ def test_warm_start_maps_item_rows_by_id_and_adds_new_items(tiny_lm, tmp_path):
 
 
 def test_shrink_and_perturb_scales_matrices_keeps_norms_and_rejects_bad_factors(tiny_lm, tmp_path):
-    from training.candidate import shrink_and_perturb
+    from training.nightly.candidate import shrink_and_perturb
 
     tiny_lm.save(tmp_path / "prev")
 

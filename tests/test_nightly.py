@@ -1,5 +1,5 @@
 """The nightly job: exactly-once ingest, SIGKILL at several steps then rerun, the gate, the lock, failures,
-rollback and retention. Tiny synthetic data (training/drills.py builds the two-night scenario)."""
+rollback and retention. Tiny synthetic data (training/nightly/drills.py builds the two-night scenario)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from recsys import bundle, releases
+from recsys import bundle
+from recsys.bundle import releases
 from recsys.data import lake
 from recsys.settings import REPO_ROOT
-from training import drills
-from training.nightly import NightlyConfig, NightlyLocked, StepFailed, run_nightly
+from training.nightly import drills
+from training.nightly.job import NightlyConfig, NightlyLocked, StepFailed, run_nightly
 
 # a chain of kills through the whole run: after ingest committed, mid-training, with a bundle half written
 # (staging), sealed but not promoted, and promoted but not recorded as done
@@ -88,7 +89,7 @@ def test_new_items_start_from_text_and_retired_items_are_not_served(drill):
 
 
 def test_gate_refuses_a_worse_candidate_and_the_service_stays_on_the_old_bundle(drill, tmp_path):
-    from serving.process import ServerProcess
+    from recsys.harness import ServerProcess
 
     _, root = drill
     sc = scenario(root)
@@ -156,7 +157,7 @@ def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
         [
             sys.executable,
             "-c",
-            "import sys, time; from pathlib import Path; from training.nightly import exclusive_lock\n"
+            "import sys, time; from pathlib import Path; from training.nightly.job import exclusive_lock\n"
             f"with exclusive_lock(Path({str(work / 'nightly.lock')!r})):\n"
             "    print('held', flush=True); time.sleep(600)",
         ],
@@ -269,7 +270,7 @@ def test_new_commands_have_help(command):
 
 
 def test_replay_reuses_a_from_scratch_model_only_for_the_same_data_and_settings(tiny_prepared, tmp_path):
-    from training.replay import _scratch_key
+    from training.bench.replay import _scratch_key
 
     _, dataset = tiny_prepared
     spec = {

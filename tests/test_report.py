@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 
 from recsys.settings import REPO_ROOT
-from training.browser import find_chromium, render
-from training.report import ReportConfig, build_report
+from training.reports.behaviour import ReportConfig, build_report
+from training.reports.browser import find_chromium, render
 
 ARTEFACT = REPO_ROOT / "var" / "test-artifacts" / "behaviour-report.png"
 

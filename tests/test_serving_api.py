@@ -12,7 +12,7 @@ import sys
 import httpx
 import pytest
 
-from serving.process import ServerProcess
+from recsys.harness import ServerProcess
 
 API_KEY = "test-admin-key-0123456789"
 JSON = {"content-type": "application/json"}
@@ -39,7 +39,7 @@ def client(server):
 @pytest.fixture(scope="module")
 def known(tiny_bundle):
     """A user from the bundle's histories with a short history, and items the bundle knows."""
-    from serving.engine import BundleRecommender
+    from recsys.bundle.reader import BundleRecommender
 
     engine = BundleRecommender(tiny_bundle[1])
     user = min(engine.histories, key=lambda u: len(engine.histories[u]))

@@ -9,8 +9,8 @@ import time
 
 import httpx
 
+from recsys.harness import ServerProcess
 from serving.journal import read_events
-from serving.process import ServerProcess
 
 BATCH = 25
 SENDERS = 3
@@ -51,7 +51,7 @@ def _by_batch(rows: list[dict]) -> collections.Counter:
 
 def test_sigkill_mid_stream_loses_no_acknowledged_event_and_half_writes_none(tiny_bundle, tmp_path):
     root, bundle_dir = tiny_bundle
-    from serving.engine import BundleRecommender
+    from recsys.bundle.reader import BundleRecommender
 
     items = BundleRecommender(bundle_dir).vocab.item_ids
     journal = tmp_path / "events.sqlite3"
@@ -106,7 +106,7 @@ def test_sigkill_mid_stream_loses_no_acknowledged_event_and_half_writes_none(tin
 
 def test_graceful_stop_commits_and_restart_replays_live_history(tiny_bundle, tmp_path):
     root, bundle_dir = tiny_bundle
-    from serving.engine import BundleRecommender
+    from recsys.bundle.reader import BundleRecommender
 
     items = BundleRecommender(bundle_dir).vocab.item_ids
     journal = tmp_path / "events.sqlite3"

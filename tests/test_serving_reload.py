@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from recsys import bundle
-from serving.process import ServerProcess
+from recsys.harness import ServerProcess
 
 API_KEY = "reload-test-key"
 

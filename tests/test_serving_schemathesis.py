@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from serving.process import ServerProcess
+from recsys.harness import ServerProcess
 
 pytest.importorskip("schemathesis")
 

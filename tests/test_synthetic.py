@@ -12,8 +12,8 @@ import pytest
 from polars.testing import assert_frame_equal
 
 from recsys.data.importers import read_csv_events
+from recsys.data.synthetic import PRESET_DIR, SyntheticPreset, build_world, generate, load_preset, write_synthetic
 from recsys.data.validate import validate
-from recsys.synthetic import PRESET_DIR, SyntheticPreset, build_world, generate, load_preset, write_synthetic
 
 
 @pytest.fixture(scope="module")

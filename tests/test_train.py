@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from recsys.data.sequences import Sequences
-from training.model import TrainConfig
-from training.train import bucketed_batches, collate, fused_cross_entropy, training_windows
+from training.lm.model import TrainConfig
+from training.lm.train import bucketed_batches, collate, fused_cross_entropy, training_windows
 
 
 def test_fused_cross_entropy_matches_torch_values_and_gradients():

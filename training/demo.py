@@ -8,12 +8,12 @@ from rich.console import Console
 
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.records import records_from_catalogue
+from recsys.bundle.reader import BundleRecommender
 from recsys.console import metrics_table, print_recommendations
-from recsys.synthetic import write_synthetic
-from serving.engine import BundleRecommender
+from recsys.data.synthetic import write_synthetic
 from training import pipeline
-from training.copy_model import CopyModelConfig
-from training.copywriter import CopyTrainConfig, export_copy_model, fine_tune_copy
+from training.adcopy.finetune import CopyTrainConfig, export_copy_model, fine_tune_copy
+from training.adcopy.model import CopyModelConfig
 from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
 

@@ -19,9 +19,9 @@ from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.tokens import left_pad
-from training.adcopy_batch import write_adcopy_assets
-from training.ensemble import EnsembleRecommender
-from training.model import GenerativeRecommender
+from training.adcopy.batch import write_adcopy_assets
+from training.lm.ensemble import EnsembleRecommender
+from training.lm.model import GenerativeRecommender
 
 ONNX_FILE = "user_encoder.onnx"
 # what a bundle serves: one LM, or an ensemble of LMs (one encoder and one item matrix all the same)

@@ -25,8 +25,8 @@ from recsys.evaluate import evaluate
 from recsys.models.als import ALSRecommender
 from recsys.models.base import Recommender
 from recsys.models.popularity import PopularityRecommender
-from training.ensemble import EnsembleRecommender
-from training.model import GenerativeRecommender
+from training.lm.ensemble import EnsembleRecommender
+from training.lm.model import GenerativeRecommender
 from training.presets import Preset
 
 MODEL_KINDS = ("popularity", "als", "lm")

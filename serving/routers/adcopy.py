@@ -6,8 +6,8 @@ import asyncio
 
 from fastapi import APIRouter
 
+from recsys.bundle.adcopy import AdCopyAnswer
 from serving import metrics
-from serving.adcopy import AdCopyAnswer
 from serving.dependencies import Engine, ServicesDep
 from serving.errors import ApiError, responses
 from serving.schemas import AdCopy, AdCopyChecks, AdCopyRequest

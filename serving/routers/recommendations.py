@@ -6,10 +6,10 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from serving import engine as engine_mod
+from recsys.bundle import reader as engine_mod
+from recsys.bundle.reader import MAX_K, Recommendations
 from serving import metrics
 from serving.dependencies import Engine, ServicesDep
-from serving.engine import MAX_K, Recommendations
 from serving.errors import responses
 from serving.schemas import (
     MAX_ID_LENGTH,

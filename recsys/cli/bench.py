@@ -1,0 +1,284 @@
+"""`recsys benchmark ...`: each prints its figures and writes a JSON summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from recsys.cli.common import FORMATS_HELP, command_line, console, fail, trains
+from recsys.settings import get_settings
+
+app = typer.Typer(
+    help="Benchmarks: each prints its figures and writes a JSON summary (benchmarks/results/ with --publish).",
+    no_args_is_help=True,
+)
+
+
+@app.command("train-throughput")
+@trains
+def benchmark_train_throughput(
+    steps: int = typer.Option(20, help="timed training steps per configuration"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/train-throughput.json)"),
+) -> None:
+    """Real (unpadded) training tokens/s: hidden 64, 2 layers, length 200, batch 128, and each preset."""
+    from training.bench.quality import run_throughput_benchmark
+
+    run_throughput_benchmark(steps, console, command_line(), out)
+
+
+@app.command("slates")
+@trains
+def benchmark_slates(
+    dataset: str = typer.Option("ml-1m-half", help="beauty | ml-1m-half | scientific | synthetic"),
+    n: int = typer.Option(5, help="slate length = how many future events are held out"),
+    beam_width: int = typer.Option(4, help="beam width of the generated slate (1 = greedy is always reported)"),
+    preset: str = typer.Option(None, help="training preset (default: the dataset's)"),
+    max_minutes: float = typer.Option(None, help="training time budget (default: the preset's)"),
+    max_users: int = typer.Option(None, help="evaluate on the first N users only"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/slates-<dataset>.json)"),
+) -> None:
+    """Generated next-N slates (beam search, no repeats) vs the top-N of one ranking step."""
+    from training.bench.quality import run_slates_benchmark
+
+    try:
+        run_slates_benchmark(
+            dataset,
+            n=n,
+            beam_width=beam_width,
+            preset=preset,
+            data_root=data_root or get_settings().data_root,
+            max_minutes=max_minutes,
+            max_users=max_users,
+            console=console,
+            command=command_line(),
+            out=out,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command("cold-start")
+@trains
+def benchmark_cold_start(
+    dataset: str = typer.Option("scientific", help="a dataset with item text (scientific)"),
+    cold_share: float = typer.Option(0.1, help="share of the catalogue held out of training"),
+    seed: int = typer.Option(0),
+    max_minutes: float = typer.Option(None, help="training time budget (default: the preset's)"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/cold-start-<dataset>.json)"),
+) -> None:
+    """Items never seen in training, recommended from their text: HR/NDCG@10 vs popularity and random."""
+    from training.bench.cold_start import run_cold_start_benchmark
+
+    try:
+        run_cold_start_benchmark(
+            dataset,
+            cold_share=cold_share,
+            seed=seed,
+            data_root=data_root or get_settings().data_root,
+            max_minutes=max_minutes,
+            console=console,
+            command=command_line(),
+            out=out,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("adcopy")
+@trains
+def benchmark_adcopy(
+    eval_share: float = typer.Option(0.08, help="share of the items with text held out of copy fine-tuning"),
+    max_minutes: float = typer.Option(10.0, help="copy-model training budget"),
+    bundle_users: int = typer.Option(600, help="users whose top-3 copy the benchmark bundle precomputes"),
+    requests: int = typer.Option(200, help="HTTP requests per latency phase (precomputed, live)"),
+    seed: int = typer.Option(0),
+    reuse_model: bool = typer.Option(False, help="evaluate the copy model a previous run trained (no training)"),
+    latency_only: bool = typer.Option(False, help="only re-measure HTTP latency against the last run's bundle"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/adcopy.json)"),
+) -> None:
+    """Ad copy on held-out Scientific items: ROUGE-L/BLEU vs template and retrieval, safety, latency."""
+    from recsys.bundle import BundleError
+    from training.bench.adcopy import rerun_latency, run_adcopy_benchmark
+
+    command = command_line()
+    if latency_only:
+        try:
+            rerun_latency(
+                eval_share=eval_share, requests=requests, seed=seed, console=console, command=command, out=out
+            )
+        except (FileNotFoundError, BundleError) as exc:
+            fail(str(exc))
+        return
+    try:
+        run_adcopy_benchmark(
+            data_root=data_root or get_settings().data_root,
+            eval_share=eval_share,
+            max_minutes=max_minutes,
+            bundle_users=bundle_users,
+            requests=requests,
+            console=console,
+            command=command,
+            out=out,
+            seed=seed,
+            reuse_model=reuse_model,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("nightly-replay")
+@trains
+def benchmark_nightly_replay(
+    dataset: str = typer.Option("ml-1m-half", help="ml-1m-half | synthetic (events with real timestamps)"),
+    nights: int = typer.Option(7, min=1, help="nightly increments after the initial load"),
+    base_share: float = typer.Option(0.7, help="share of the events (by time) loaded before the first night"),
+    scratch_minutes: float = typer.Option(5.0, help="training budget from scratch (initial model, comparison)"),
+    warm_minutes: float = typer.Option(1.5, help="training budget of each night's warm-started fine-tune"),
+    warm_epochs: int = typer.Option(12, help="epochs of each night's fine-tune (early stopping within)"),
+    warm_shrink: float = typer.Option(0.5, min=0.01, max=1.0, help="shrink-and-perturb factor (1: plain warm start)"),
+    kill_drill: bool = typer.Option(True, help="also run the SIGKILL drill (synthetic data, subprocesses)"),
+    reuse_scratch: bool = typer.Option(
+        False, help="reuse the previous replay's from-scratch model when its data and settings match exactly"
+    ),
+    kill_drill_only: bool = typer.Option(False, help="only rerun the SIGKILL drill into an existing summary"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/nightly-replay.json)"),
+) -> None:
+    """Replay a dataset as nightly increments: per-night metrics, gate decisions, warm vs scratch, drills."""
+    from training.bench.replay import rerun_kill_drill, run_replay
+
+    command = command_line()
+    try:
+        if kill_drill_only:
+            rerun_kill_drill(dataset, console=console, command=command, out=out)
+            return
+        run_replay(
+            dataset,
+            nights=nights,
+            base_share=base_share,
+            scratch_minutes=scratch_minutes,
+            warm_minutes=warm_minutes,
+            warm_epochs=warm_epochs,
+            warm_shrink=warm_shrink,
+            kill_drill=kill_drill,
+            reuse_scratch=reuse_scratch,
+            data_root=data_root or get_settings().data_root,
+            console=console,
+            command=command_line(),
+            out=out,
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command("ddp")
+@trains
+def benchmark_ddp(
+    dataset: str = typer.Option("synthetic", help="synthetic | ml-1m-half | beauty | scientific"),
+    epochs: int = typer.Option(3, min=1, help="epochs of each run (fixed: no early stopping)"),
+    nproc: int = typer.Option(2, min=2, help="processes of the data-parallel run"),
+    threads: int = typer.Option(0, min=0, help="CPU threads per process (0: the cores shared out)"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/ddp.json)"),
+) -> None:
+    """The same training in 1 process and under torchrun with N processes (DDP, gloo): quality and time."""
+    from training.bench.ddp import run_ddp_benchmark
+
+    try:
+        run_ddp_benchmark(
+            dataset,
+            epochs=epochs,
+            nproc=nproc,
+            data_root=data_root or get_settings().data_root,
+            console=console,
+            command=command_line(),
+            out=out,
+            threads=threads,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("quality")
+@trains
+def benchmark_quality(
+    dataset: str = typer.Option("synthetic", help="beauty | ml-1m-half | scientific | synthetic | a name for --path"),
+    path: Path = typer.Option(None, help="any other dataset: file or folder"),
+    fmt: str = typer.Option(None, "--format", help=f"format of --path: {FORMATS_HELP}"),
+    preset: str = typer.Option(None, help="training preset (default: the dataset's)"),
+    models: str = typer.Option("popularity,als,lm", help="comma-separated model kinds"),
+    seeds: str = typer.Option("0", help="comma-separated seeds for the LM (mean and spread are reported)"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/quality-<dataset>.json)"),
+    epochs: int = typer.Option(None, help="override the preset's epochs (quick checks)"),
+) -> None:
+    """Train and evaluate popularity, ALS and the LM under the protocol; print a table and write JSON."""
+    from training.bench.quality import run_quality_benchmark
+
+    try:
+        run_quality_benchmark(
+            dataset,
+            path=path,
+            fmt=fmt,
+            preset=preset,
+            models=models.split(","),
+            seeds=[int(s) for s in seeds.split(",")],
+            data_root=data_root or get_settings().data_root,
+            out=out,
+            epochs=epochs,
+            console=console,
+            command=command_line(),
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        fail(str(exc))
+
+
+@app.command("serving")
+def benchmark_serving(
+    bundle: list[str] = typer.Option(None, help="NAME=PATH of a bundle (directory or root); repeat for each size"),
+    checkpoint: list[str] = typer.Option(
+        None, help="NAME=MODEL_DIR: the LM checkpoint of bundle NAME, for the baseline"
+    ),
+    duration: float = typer.Option(10.0, help="seconds of each measured phase (in-process, c=1, c=N)"),
+    warmup: float = typer.Option(2.0, help="seconds of unmeasured load before each server's phases"),
+    concurrency: int = typer.Option(16, min=1, max=256, help="clients of the throughput phase"),
+    workers: int = typer.Option(1, min=1, help="uvicorn workers of the service and of the baseline"),
+    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/serving.json)"),
+) -> None:
+    """Latency and throughput of the real service vs a torch-in-FastAPI baseline, loopback only, bounded in time."""
+    from serving.bench.benchmark import RESULTS, run_serving_benchmark
+
+    def pairs(values: list[str] | None, what: str) -> dict[str, Path]:
+        parsed = {}
+        for value in values or []:
+            name, sep, path = value.partition("=")
+            if not sep or not name or not path:
+                fail(f"--{what} takes NAME=PATH, got {value!r}")
+            parsed[name] = Path(path)
+        return parsed
+
+    bundles = pairs(bundle, "bundle") or {"current": get_settings().bundles_dir}
+    try:
+        run_serving_benchmark(
+            bundles,
+            pairs(checkpoint, "checkpoint"),
+            duration_s=duration,
+            warmup_s=warmup,
+            concurrency=concurrency,
+            workers=workers,
+            out=out or RESULTS,
+            command=command_line(),
+            log=console.print,
+        )
+    except (ValueError, RuntimeError, FileNotFoundError) as exc:
+        fail(str(exc))
+    except Exception as exc:
+        from recsys.bundle import BundleError
+
+        if isinstance(exc, BundleError):
+            fail(str(exc))
+        raise

