@@ -12,8 +12,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-INDEX_FILE = "items.faiss"
-ITEM_IDS_FILE = "item_ids.json"
+from recsys.bundle.layout import INDEX, ITEM_IDS
 
 
 class ItemIndex:
@@ -48,12 +47,12 @@ class ItemIndex:
 
     def save(self, directory: str | Path) -> list[Path]:
         directory = Path(directory)
-        faiss.write_index(self.index, str(directory / INDEX_FILE))
-        (directory / ITEM_IDS_FILE).write_text(json.dumps(self.item_ids))
-        return [directory / INDEX_FILE, directory / ITEM_IDS_FILE]
+        faiss.write_index(self.index, str(directory / INDEX))
+        (directory / ITEM_IDS).write_text(json.dumps(self.item_ids))
+        return [directory / INDEX, directory / ITEM_IDS]
 
     @classmethod
     def load(cls, directory: str | Path) -> ItemIndex:
         directory = Path(directory)
-        index = faiss.read_index(str(directory / INDEX_FILE))
-        return cls(index, json.loads((directory / ITEM_IDS_FILE).read_text()))
+        index = faiss.read_index(str(directory / INDEX))
+        return cls(index, json.loads((directory / ITEM_IDS).read_text()))

@@ -1,10 +1,14 @@
 """The behaviour report on the tiny synthetic data: predictions.parquet, and report.html rendered for real in
-headless Chromium (every chart present and visible, no console errors, a screenshot kept as an artefact)."""
+headless Chromium (every chart present and visible, no console errors, a screenshot kept as an artefact);
+the whole report path runs without torch."""
 
 from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import polars as pl
@@ -123,3 +127,32 @@ def test_a_segment_reports_only_its_users(report_inputs):
     predictions = pl.read_parquet(build_report(cfg)["predictions"])
     women = set(pl.read_csv(root / "users.csv").filter(pl.col("gender") == "female")["user_id"].to_list())
     assert set(predictions["user_id"].to_list()) == women
+
+
+def test_the_report_path_never_imports_torch(report_inputs, tmp_path):
+    # A fresh interpreter: this test process has torch loaded already (the tiny bundle is trained with it).
+    root, bundles = report_inputs
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+
+        from training.reports.behaviour import ReportConfig, build_report
+
+        assert "torch" not in sys.modules, "importing the report imported torch"
+        root = Path({str(root)!r})
+        cfg = ReportConfig(
+            bundles=Path({str(bundles)!r}),
+            events=root / "events",
+            out=Path({str(tmp_path / "out")!r}),
+            users=root / "users.csv",
+            nightly_dir=root / "nightly",
+            period_days=30,
+        )
+        build_report(cfg)
+        assert "torch" not in sys.modules, "building the report imported torch"
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "predictions.parquet").exists()

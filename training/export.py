@@ -15,6 +15,7 @@ import polars as pl
 import torch
 
 from recsys import bundle
+from recsys.bundle.layout import CATALOGUE, ENCODER, HISTORIES, POPULARITY, EncoderSpec
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
@@ -23,7 +24,6 @@ from training.adcopy.batch import write_adcopy_assets
 from training.lm.ensemble import EnsembleRecommender
 from training.lm.model import GenerativeRecommender
 
-ONNX_FILE = "user_encoder.onnx"
 # what a bundle serves: one LM, or an ensemble of LMs (one encoder and one item matrix all the same)
 ServableModel = GenerativeRecommender | EnsembleRecommender
 
@@ -45,7 +45,7 @@ def top_k_items(model: ServableModel, sequences: Sequences, k: int, batch_size: 
         histories = [seq[-model.max_len :] for seq in sequences.items[start : start + batch_size]]
         items, _ = model.recommend(histories, k)
         for user_id, row in zip(sequences.user_ids[start : start + batch_size], items, strict=True):
-            out[user_id] = [model.vocab.item_ids[i] for i in row]
+            out[user_id] = [model.vocab.item_ids[i] for i in row if i >= 0]
     return out
 
 
@@ -133,29 +133,29 @@ def export_bundle(
     assert model.vocab is not None
     version = version or bundle.new_version()
     staging = bundle.staging_dir(bundles_root, version)
-    export_onnx(model, staging / ONNX_FILE)
+    export_onnx(model, staging / ENCODER)
     embeddings = model.item_embeddings().detach().float().numpy()
     ItemIndex.build(embeddings, model.vocab.item_ids).save(staging)
-    recent_histories(sequences, model.vocab.item_ids, model.max_len).write_parquet(staging / "histories.parquet")
+    recent_histories(sequences, model.vocab.item_ids, model.max_len).write_parquet(staging / HISTORIES)
     counts = np.bincount(np.concatenate(sequences.items), minlength=model.n_items) if sequences.items else []
-    (staging / "popularity.json").write_text(json.dumps({"counts": np.asarray(counts).tolist()}))
+    (staging / POPULARITY).write_text(json.dumps({"counts": np.asarray(counts).tolist()}))
     adcopy_stats = None
     if catalogue is not None:
-        catalogue.write_parquet(staging / "catalogue.parquet")
+        catalogue.write_parquet(staging / CATALOGUE)
         if adcopy is not None:
             item_ids = np.asarray(model.vocab.item_ids, dtype=object)
             histories = {u: item_ids[s].tolist() for u, s in zip(sequences.user_ids, sequences.items, strict=True)}
             recommendations = top_k_items(model, sequences, adcopy.top_k, adcopy.batch_size)
             adcopy_stats = write_adcopy_assets(staging, adcopy.copy_model_dir, catalogue, histories, recommendations)
     fields = {
-        "model": {
-            "kind": model.kind,
-            "max_len": model.max_len,
-            "token_offset": model.token_offset,
-            "pad_token_id": 0,
-            "hidden_size": int(embeddings.shape[1]),
-            "n_items": model.n_items,
-        },
+        "model": EncoderSpec(
+            kind=model.kind,
+            max_len=model.max_len,
+            token_offset=model.token_offset,
+            pad_token_id=0,
+            hidden_size=int(embeddings.shape[1]),
+            n_items=model.n_items,
+        ).to_json(),
         **(manifest_fields or {}),
     }
     if adcopy_stats is not None:

@@ -36,10 +36,8 @@ from recsys.adcopy.prompt import (
 )
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
+from recsys.bundle.layout import COPY_CONFIG, COPY_DECODER, COPY_TOKENIZER
 
-TOKENIZER_FILE = "tokenizer.json"
-DECODER_FILE = "copy_decoder.onnx"
-CONFIG_FILE = "copy_model.json"  # the model's sizes; the service needs block_size (the longest sequence)
 _SENTENCE_END = re.compile(r"(?<=[.!?:])\s+")
 
 
@@ -79,13 +77,13 @@ class CopyWriter:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(directory / DECODER_FILE), options, providers=["CPUExecutionProvider"])
-        self.tokenizer = Tokenizer.from_file(str(directory / TOKENIZER_FILE))
+        self.session = ort.InferenceSession(str(directory / COPY_DECODER), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(directory / COPY_TOKENIZER))
         self.eos = self.tokenizer.token_to_id(EOS)
         self.body = self.tokenizer.token_to_id(BODY)
         past = self.session.get_inputs()[1].shape  # (layers, 2, batch, heads, past, head_dim)
         self.cache_shape = (int(past[0]), 2, int(past[3]), int(past[5]))
-        self.block_size = int(json.loads((directory / CONFIG_FILE).read_text())["block_size"])
+        self.block_size = int(json.loads((directory / COPY_CONFIG).read_text())["block_size"])
         self.facts = facts
 
     def _empty(self, batch: int) -> np.ndarray:

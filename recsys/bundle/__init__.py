@@ -1,8 +1,8 @@
-"""The bundle: the contract between the batch side and the online side (DESIGN.md).
+"""The bundle, the contract between the batch side and the service: write (staging, seal), verify, promote.
 
-A directory per version under a bundles root, immutable once written, with a `manifest.json` that lists the
-sha256 of every other file. `CURRENT` (a one-line text file naming a version) is replaced atomically to
-promote. Readers verify every checksum before they trust a bundle; a bundle that fails stays out.
+A directory per version under a bundles root, immutable once sealed, whose manifest lists the sha256 of every
+other file; `CURRENT` names the version served and is replaced atomically to promote. File names live in
+`recsys.bundle.layout`, the reader that answers from a bundle in `recsys.bundle.reader`.
 """
 
 from __future__ import annotations
@@ -15,13 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from recsys.durable import fsync_path
-
-MANIFEST = "manifest.json"
-CURRENT = "CURRENT"
-HISTORY = "HISTORY.jsonl"  # one line per change of CURRENT, oldest first (recsys.bundle.releases reads it)
-FORMAT_VERSION = 1
-REQUIRED_FILES = ("user_encoder.onnx", "items.faiss", "item_ids.json", "histories.parquet", "popularity.json")
+from recsys.bundle.layout import CURRENT, FORMAT_VERSION, HISTORY, MANIFEST, REQUIRED
+from recsys.durable import atomic_write_text, fsync_path
 
 
 class BundleError(Exception):
@@ -56,7 +51,7 @@ def seal(staging: Path, version: str, manifest_fields: dict[str, Any]) -> Path:
         for p in sorted(staging.rglob("*"))
         if p.is_file() and p.name != MANIFEST
     }
-    missing = [name for name in REQUIRED_FILES if name not in files]
+    missing = [name for name in REQUIRED if name not in files]
     if missing:
         raise BundleError(f"cannot seal bundle {version}: missing {', '.join(missing)}")
     manifest = {
@@ -96,7 +91,7 @@ def verify(bundle_dir: str | Path) -> dict[str, Any]:
         raise BundleError(
             f"bundle {bundle_dir} has format {manifest.get('format_version')}, this code reads {FORMAT_VERSION}"
         )
-    for name in REQUIRED_FILES:
+    for name in REQUIRED:
         if name not in files:
             raise BundleError(f"bundle {bundle_dir} is partial: the manifest lists no {name}")
     for name, expected in files.items():
@@ -122,13 +117,7 @@ def promote(root: str | Path, version: str, action: str = "promote", **history_f
     bundle_dir = root / version
     verify(bundle_dir)
     previous = current_version(root)
-    tmp = root / f".{CURRENT}.tmp"
-    with tmp.open("w") as f:
-        f.write(version + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, root / CURRENT)
-    fsync_path(root)
+    atomic_write_text(root / CURRENT, version + "\n")
     entry = {"at": datetime.now(UTC).isoformat(), "action": action, "version": version, "previous": previous}
     with (root / HISTORY).open("a") as f:
         f.write(json.dumps({**entry, **history_fields}, default=str) + "\n")

@@ -20,11 +20,8 @@ from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.interests import shared_interest
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
 from recsys.adcopy.template import template_copy
-from recsys.adcopy.writer import DECODER_FILE, CopyWriter
-
-ADCOPY_DIR = "adcopy"
-FACTS_FILE = "facts.json"
-COPIES_FILE = "copies.parquet"
+from recsys.adcopy.writer import CopyWriter
+from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER, COPY_FACTS
 
 
 class NoRecord(LookupError):
@@ -49,12 +46,12 @@ class AdCopyAnswer:
 class AdCopyAssets:
     def __init__(self, bundle_path: Path, catalogue: pl.DataFrame, threads: int = 1) -> None:
         directory = bundle_path / ADCOPY_DIR
-        self.facts = CatalogueFacts.from_json(json.loads((directory / FACTS_FILE).read_text()))
+        self.facts = CatalogueFacts.from_json(json.loads((directory / COPY_FACTS).read_text()))
         self.records: dict[str, ItemRecord] = records_from_catalogue(catalogue)
-        self.writer = CopyWriter(directory, self.facts, threads) if (directory / DECODER_FILE).exists() else None
+        self.writer = CopyWriter(directory, self.facts, threads) if (directory / COPY_DECODER).exists() else None
         self.copies: dict[tuple[str, str], dict] = {}
-        if (directory / COPIES_FILE).exists():
-            for row in pl.read_parquet(directory / COPIES_FILE).iter_rows(named=True):
+        if (directory / COPY_COPIES).exists():
+            for row in pl.read_parquet(directory / COPY_COPIES).iter_rows(named=True):
                 self.copies[(row["user_id"], row["item_id"])] = row
 
     def record(self, item_id: str) -> ItemRecord:

@@ -1,7 +1,7 @@
-"""The online engine: answers from a verified bundle with onnxruntime + FAISS. It never imports torch.
+"""The reader that answers from a verified bundle with onnxruntime + FAISS, never torch.
 
-It implements the shared Scorer interface, so the same evaluator that scores the torch model can score the
-exported bundle, and the service never special-cases a model.
+It implements the shared recommender interface, so the evaluator scores an exported bundle exactly as it
+scores the torch model; the service, the CLI, the nightly gate and the reports all answer through it.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import onnxruntime as ort
 import polars as pl
 
 from recsys import bundle
-from recsys.bundle.adcopy import ADCOPY_DIR, AdCopyAssets
+from recsys.bundle.adcopy import AdCopyAssets
+from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, ENCODER, HISTORIES, POPULARITY, EncoderSpec
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
-from recsys.models.base import Scorer
+from recsys.models.base import MAX_K, EmbeddingScorer, check_k, removals
 from recsys.tokens import left_pad
 
-MAX_K = 1000
+__all__ = ["MAX_K", "BundleRecommender", "Query", "Recommendations", "check_k"]  # the service imports these
 
 
 @dataclass
@@ -50,7 +51,7 @@ class Query:
     fallback_reason: str = "no_known_items"  # what to report if no history item is known
 
 
-class BundleRecommender(Scorer):
+class BundleRecommender(EmbeddingScorer):
     def __init__(self, bundle_path: str | Path, threads: int = 1):
         self.path = bundle.resolve(bundle_path)
         self.manifest = bundle.verify(self.path)
@@ -58,34 +59,30 @@ class BundleRecommender(Scorer):
         self.created_at: str | None = self.manifest.get("created_at")
         # Live events received from this instant on are not in the bundle's histories (the service adds them).
         self.created_ts: float = _unix_seconds(self.created_at)
-        model = self.manifest["model"]
-        self.max_len: int = model["max_len"]
-        self.token_offset: int = model["token_offset"]
-        self.pad_token_id: int = model.get("pad_token_id", 0)
-        # More threads hurt at batch 1 and fight the server's own workers (PITFALLS.md).
+        spec = EncoderSpec.from_manifest(self.manifest)
+        self.max_len, self.token_offset, self.pad_token_id = spec.max_len, spec.token_offset, spec.pad_token_id
+        # More threads hurt at batch 1 and fight the server's own workers for the cores.
         faiss.omp_set_num_threads(threads)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(
-            str(self.path / "user_encoder.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        self.session = ort.InferenceSession(str(self.path / ENCODER), options, providers=["CPUExecutionProvider"])
         self.index = ItemIndex.load(self.path)
         self.vocab = ItemVocab(self.index.item_ids)
         self.n_items = len(self.vocab)
         self._item_embeddings = self.index.embeddings()
-        histories = pl.read_parquet(self.path / "histories.parquet")
+        histories = pl.read_parquet(self.path / HISTORIES)
         self.histories: dict[str, list[str]] = dict(
             zip(histories["user_id"].to_list(), histories["item_ids"].to_list(), strict=True)
         )
-        counts = np.asarray(json.loads((self.path / "popularity.json").read_text())["counts"], dtype=np.float32)
+        counts = np.asarray(json.loads((self.path / POPULARITY).read_text())["counts"], dtype=np.float32)
         self.popular = np.argsort(-counts, kind="stable")
         self.popularity = counts
-        catalogue_path = self.path / "catalogue.parquet"
+        catalogue_path = self.path / CATALOGUE
         self.catalogue = pl.read_parquet(catalogue_path) if catalogue_path.exists() else None
         has_adcopy = self.catalogue is not None and (self.path / ADCOPY_DIR).is_dir()
         self.adcopy: AdCopyAssets | None = AdCopyAssets(self.path, self.catalogue, threads) if has_adcopy else None
-        self._unit_embeddings: np.ndarray | None = None  # for similar items, built on first use
+        self._unit_item_vectors: np.ndarray | None = None  # for similar items, built on first use
 
     def titles(self, item_ids: Sequence[str]) -> dict[str, str]:
         """Catalogue titles of these items (empty when the bundle has no catalogue)."""
@@ -94,33 +91,35 @@ class BundleRecommender(Scorer):
         rows = self.catalogue.filter(pl.col("item_id").is_in(list(item_ids))).select("item_id", "title")
         return dict(zip(rows["item_id"].to_list(), rows["title"].to_list(), strict=True))
 
-    # -- the Scorer interface (dense item indices) ---------------------------------------------------------
+    # -- the recommender interface (dense item indices) -----------------------------------------------------
     def user_vectors(self, histories: Sequence[np.ndarray]) -> np.ndarray:
         ids, mask = left_pad(histories, self.max_len, self.token_offset, self.pad_token_id)
         return self.session.run(["user_vector"], {"input_ids": ids, "attention_mask": mask})[0]
 
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return self.user_vectors(histories) @ self._item_embeddings.T
+    def item_vectors(self) -> np.ndarray:
+        return self._item_embeddings
+
+    def unit_item_vectors(self) -> np.ndarray:
+        if self._unit_item_vectors is None:  # the bundle never changes: normalise once
+            self._unit_item_vectors = super().unit_item_vectors()
+        return self._unit_item_vectors
 
     def recommend(
-        self, histories: Sequence[np.ndarray], k: int = 10, exclude_seen: bool = True
+        self,
+        histories: Sequence[np.ndarray],
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: Sequence[Sequence[int]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """FAISS top-k; asks for k + len(history) rows so that k remain after removing seen items."""
-        empty = np.zeros(0, dtype=np.int64)
-        return self._search(histories, [h if exclude_seen else empty for h in histories], k)
-
-    def _search(
-        self, histories: Sequence[np.ndarray], removals: Sequence[np.ndarray], k: int
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Top-k rows per history with each row's `removals` left out; -1 / -inf pad rows that run short."""
+        """The interface's top-k, from FAISS: asks for k + (items to leave out) rows so that k remain."""
         k = check_k(k, self.n_items)
+        left_out = removals(histories, exclude_seen, exclude)
         vectors = self.user_vectors(histories)
-        removals = [np.unique(np.asarray(r, dtype=np.int64)) for r in removals]
-        extra = max((len(r) for r in removals), default=0)
+        extra = max((len(r) for r in left_out), default=0)
         rows, scores = self.index.search(vectors, k + extra)
         out_items = np.full((len(histories), k), -1, dtype=np.int64)
         out_scores = np.full((len(histories), k), -np.inf, dtype=np.float32)
-        for r, remove in enumerate(removals):
+        for r, remove in enumerate(left_out):
             keep = rows[r] >= 0
             if len(remove):
                 keep &= ~np.isin(rows[r], remove)
@@ -156,14 +155,16 @@ class BundleRecommender(Scorer):
         """Many requests in one ONNX run and one FAISS search; rows with no known item get the popularity fallback."""
         k = check_k(k, self.n_items)
         looked_up = [self.vocab.lookup(q.history) for q in queries]
-        removals = []
-        for query, (history, _) in zip(queries, looked_up, strict=True):
-            excluded = self.vocab.lookup(query.exclude)[0] if query.exclude else history[:0]
-            removals.append(np.concatenate([history, excluded]) if exclude_seen else excluded)
-        personal = [r for r, (history, _) in enumerate(looked_up) if len(history)]
+        histories = [history for history, _ in looked_up]
+        excluded = [
+            self.vocab.lookup(q.exclude)[0] if q.exclude else h[:0] for q, h in zip(queries, histories, strict=True)
+        ]
+        personal = [r for r, history in enumerate(histories) if len(history)]
         results: list[Recommendations | None] = [None] * len(queries)
         if personal:
-            items, scores = self._search([looked_up[r][0] for r in personal], [removals[r] for r in personal], k)
+            items, scores = self.recommend(
+                [histories[r] for r in personal], k, exclude_seen, [excluded[r] for r in personal]
+            )
             for row, r in enumerate(personal):
                 valid = items[row] >= 0
                 n_known = len(looked_up[r][0])
@@ -178,9 +179,8 @@ class BundleRecommender(Scorer):
                 )
         for r, result in enumerate(results):
             if result is None:
-                results[r] = self._popular(
-                    k, queries[r].user_id, looked_up[r][1], removals[r], queries[r].fallback_reason
-                )
+                left_out = removals([histories[r]], exclude_seen, [excluded[r]])[0]
+                results[r] = self._popular(k, queries[r].user_id, looked_up[r][1], left_out, queries[r].fallback_reason)
         return results  # type: ignore[return-value]
 
     def _popular(
@@ -204,28 +204,13 @@ class BundleRecommender(Scorer):
             fallback_reason=reason,
         )
 
-    def similar_items(self, item_id: str, k: int = 10) -> Recommendations:
-        """Items closest to one item by cosine similarity of the same item embeddings the index holds.
-
-        Cosine rather than the index's inner product: raw inner products favour items with large norms (the
-        popular ones) for every query item, which is right for a user vector but not for "more like this".
-        A brute-force pass over the normalised matrix costs what the flat index costs (one n_items x dim product).
-        KeyError for an item the bundle does not know.
-        """
-        row = self.vocab.index_of(item_id)
-        k = check_k(k, self.n_items)
-        if self._unit_embeddings is None:
-            norms = np.linalg.norm(self._item_embeddings, axis=1, keepdims=True)
-            self._unit_embeddings = self._item_embeddings / np.maximum(norms, 1e-12)
-        sims = self._unit_embeddings @ self._unit_embeddings[row]
-        sims[row] = -np.inf  # never the item itself
-        k = min(k, self.n_items - 1)
-        top = np.argpartition(-sims, k - 1)[:k] if k > 0 else np.zeros(0, dtype=np.int64)
-        top = top[np.argsort(-sims[top], kind="stable")]
+    def similar_to(self, item_id: str, k: int = 10) -> Recommendations:
+        """`similar_items` at item-ID level; KeyError for an item the bundle does not know."""
+        items, sims = self.similar_items(self.vocab.index_of(item_id), k)
         return Recommendations(
             user_id=None,
-            item_ids=[self.vocab.item_ids[i] for i in top],
-            scores=[float(sims[i]) for i in top],
+            item_ids=[self.vocab.item_ids[i] for i in items],
+            scores=[float(s) for s in sims],
             bundle_version=self.version,
         )
 
@@ -260,10 +245,3 @@ def _unix_seconds(iso: str | None) -> float:
         return datetime.fromisoformat(iso).timestamp() if iso else 0.0
     except ValueError:
         return 0.0
-
-
-def check_k(k: int, n_items: int) -> int:
-    """k must be a positive integer no larger than MAX_K; it is capped at the catalogue size."""
-    if not isinstance(k, int | np.integer) or isinstance(k, bool) or k < 1 or k > MAX_K:
-        raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
-    return min(int(k), n_items)

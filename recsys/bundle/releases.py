@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from recsys import bundle
-from recsys.bundle import CURRENT, HISTORY, MANIFEST, BundleError
+from recsys.bundle import BundleError
+from recsys.bundle.layout import CURRENT, HISTORY, MANIFEST
 
 
 def history(root: str | Path) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ async def similar_items(
 ) -> SimilarItems:
     if item_id not in engine.vocab:
         raise ApiError(404, f"item {item_id!r} is not in bundle {engine.version}", "unknown_item")
-    result = await services.compute(engine.similar_items, item_id, k)
+    result = await services.compute(engine.similar_to, item_id, k)
     return SimilarItems(
         bundle_version=result.bundle_version,
         item_id=item_id,

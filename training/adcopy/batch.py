@@ -21,8 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.interests import shared_interest
 from recsys.adcopy.records import records_from_catalogue
-from recsys.adcopy.writer import CONFIG_FILE, DECODER_FILE, TOKENIZER_FILE, CopyWriter
-from recsys.bundle.adcopy import ADCOPY_DIR, COPIES_FILE, FACTS_FILE
+from recsys.adcopy.writer import CopyWriter
+from recsys.bundle.layout import ADCOPY_DIR, COPY_CONFIG, COPY_COPIES, COPY_DECODER, COPY_FACTS, COPY_TOKENIZER
 
 COPY_COLUMNS = {
     "user_id": pl.String,
@@ -53,10 +53,10 @@ def write_adcopy_assets(
     directory.mkdir(parents=True, exist_ok=True)
     records = records_from_catalogue(catalogue)
     facts = CatalogueFacts.from_records(records.values())
-    (directory / FACTS_FILE).write_text(json.dumps(facts.to_json()))
+    (directory / COPY_FACTS).write_text(json.dumps(facts.to_json()))
     if copy_model_dir is None:
         return {"copies": 0}
-    for name in (DECODER_FILE, TOKENIZER_FILE, CONFIG_FILE):
+    for name in (COPY_DECODER, COPY_TOKENIZER, COPY_CONFIG):
         shutil.copy2(Path(copy_model_dir) / name, directory / name)
     writer = CopyWriter(directory, facts)
 
@@ -92,7 +92,7 @@ def write_adcopy_assets(
             progress.advance(task)
     seconds = time.perf_counter() - started
     copies = pl.DataFrame(rows, schema=COPY_COLUMNS)
-    copies.write_parquet(directory / COPIES_FILE)
+    copies.write_parquet(directory / COPY_COPIES)
     generated = copies.filter(pl.col("source") == "generated").height
     return {
         "copies": copies.height,

@@ -36,7 +36,7 @@ from recsys.adcopy.prompt import (
     shorten,
 )
 from recsys.adcopy.records import ItemRecord
-from recsys.adcopy.writer import DECODER_FILE, TOKENIZER_FILE
+from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 from training.adcopy.model import CopyModel, CopyModelConfig
 
 
@@ -288,7 +288,7 @@ def export_copy_model(model: CopyModel, tokenizer: Tokenizer, directory: str | P
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model.eval()
-    tokenizer.save(str(directory / TOKENIZER_FILE))
+    tokenizer.save(str(directory / COPY_TOKENIZER))
     model.save(directory)
     ids = torch.tensor([[5, 6, 7], [5, 6, 8]], dtype=torch.long)
     with torch.no_grad():
@@ -298,7 +298,7 @@ def export_copy_model(model: CopyModel, tokenizer: Tokenizer, directory: str | P
         torch.onnx.export(
             model,
             (ids[:, 2:], past),
-            str(directory / DECODER_FILE),
+            str(directory / COPY_DECODER),
             input_names=["input_ids", "past"],
             output_names=["logits", "present"],
             dynamic_axes={

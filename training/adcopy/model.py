@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from recsys.bundle.layout import COPY_CONFIG
+
 
 @dataclass
 class CopyModelConfig:
@@ -129,11 +131,11 @@ class CopyModel(nn.Module):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.state_dict().items()}, directory / "copy_model.safetensors")
-        (directory / "copy_model.json").write_text(json.dumps(asdict(self.config), indent=1))
+        (directory / COPY_CONFIG).write_text(json.dumps(asdict(self.config), indent=1))
 
     @classmethod
     def load(cls, directory: str | Path) -> CopyModel:
         directory = Path(directory)
-        model = cls(CopyModelConfig(**json.loads((directory / "copy_model.json").read_text())))
+        model = cls(CopyModelConfig(**json.loads((directory / COPY_CONFIG).read_text())))
         model.load_state_dict(load_file(directory / "copy_model.safetensors"))
         return model.eval()

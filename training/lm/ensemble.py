@@ -21,7 +21,7 @@ from torch import nn
 
 from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.data.vocab import ItemVocab
-from recsys.models.base import Recommender, read_card
+from recsys.models.base import EmbeddingScorer, Recommender, read_card
 from training.lm.model import GenerativeRecommender, LMConfig, TrainConfig
 
 
@@ -36,7 +36,7 @@ class ConcatenatedEncoders(nn.Module):
         return torch.cat([encoder(input_ids, attention_mask) for encoder in self.encoders], dim=-1)
 
 
-class EnsembleRecommender(Recommender):
+class EnsembleRecommender(Recommender, EmbeddingScorer):
     kind = "lm-ensemble"
 
     def __init__(self, members: Sequence[tuple[LMConfig, TrainConfig]] | Sequence[GenerativeRecommender]):
@@ -104,8 +104,8 @@ class EnsembleRecommender(Recommender):
         return np.concatenate([m.user_vectors(histories) for m in self.members], axis=1)
 
     @torch.no_grad()
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        return self.user_vectors(histories) @ self.item_embeddings().detach().float().numpy().T
+    def item_vectors(self) -> np.ndarray:
+        return self.item_embeddings().detach().float().cpu().numpy()
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

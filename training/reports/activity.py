@@ -1,12 +1,8 @@
 """Will a user be active in the next period? A small logistic model of recency and frequency, and calibration.
 
-The generative model predicts *which* item comes next, not *when*, so the chance of any activity in the
-next period comes from this separate model: features of each user's history up to a cutoff (days since the
-last event, events in the last period and the last four periods, all events, days since the first), label
-= at least one event in the period after the cutoff. Fitted by Newton's method (IRLS) with a small ridge,
-in numpy. The report fits it at one cutoff and checks its calibration on the next period, which it never
-saw, then refits on the latest complete period to predict the future. Features are computed with polars
-lazy aggregations over the (partitioned) events.
+The generative model predicts which item comes next, not when. Features of each history up to a cutoff
+(recency, recent and total event counts, tenure; polars lazy aggregations) predict at least one event in
+the period after it; fitted by IRLS with a small ridge, in numpy.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ PALETTE = ("#2f6db5", "#e07b39", "#3a9a5b", "#b4464b", "#7b5ea7", "#8c8c8c")
 FONT = "font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif"
 
 
+def pct(x: float) -> str:
+    """A share as the report's text writes it: a percentage with one decimal."""
+    return f"{x:.1%}"
+
+
 def _nice_max(value: float) -> float:
     """An axis maximum at or above value with four round ticks (steps of 1, 2, 2.5, 3, 4, 5, 6, 8 x 10^n)."""
     if value <= 0 or not math.isfinite(value):
