@@ -51,6 +51,7 @@ class ServerProcess:
         ready_path: str = "/readyz",
         workers: int = 1,
         journal: str | Path | None = None,
+        python: str | Path | None = None,
     ) -> None:
         self.bundles = Path(bundles)
         self.work = Path(work)
@@ -59,6 +60,8 @@ class ServerProcess:
         self.extra_env = env or {}
         self.ready_path = ready_path
         self.workers = workers
+        # The interpreter of the child: another virtualenv's (e.g. the serving-only install) or this one's.
+        self.python = str(python or sys.executable)
         self.port = 0
         self.process: subprocess.Popen | None = None
         self.log_path = self.work / "server.log"
@@ -75,7 +78,7 @@ class ServerProcess:
             "RECSYS_JOURNAL_PATH": str(self.journal),
             **self.extra_env,
         }
-        command = [sys.executable, "-c", _LAUNCHER, "--bundles", str(self.bundles), "--port", str(self.port)]
+        command = [self.python, "-c", _LAUNCHER, "--bundles", str(self.bundles), "--port", str(self.port)]
         command += ["--workers", str(self.workers)]
         # A file, not a pipe: a chatty server must never block on a pipe nobody reads.
         with self.log_path.open("ab") as log:

@@ -1,11 +1,5 @@
 """The FastAPI application: `create_app(settings)` wires the engine holder, the journal, the live histories,
-the routers, the error handlers and the middleware. `uvicorn serving.app:create_app --factory` runs it;
-`recsys serve` does that with the settings (serving/server.py).
-
-Start-up order matters: the bundle first (its creation time says which journalled events are newer than its
-histories), then the journal, replayed from that time into the live histories, then the watcher.
-A missing or refused bundle does not stop the process: /healthz answers, /readyz says 503 with the reason,
-events are still journalled, and the watcher loads the first good bundle that gets promoted.
+the routers, the error handlers and the middleware; `recsys serve` runs it under uvicorn (serving/server.py).
 """
 
 from __future__ import annotations
@@ -39,6 +33,9 @@ Errors are `{"error": {"code", "message", "details", "request_id"}}`.
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Bundle, then journal, then watcher: the bundle's creation time says which journalled events to replay
+    into the live histories. Without a usable bundle the process still starts: /readyz answers 503 until the
+    watcher loads one that gets promoted, and events are journalled meanwhile."""
     services: Services = app.state.services
     settings = services.settings
     try:

@@ -1,29 +1,8 @@
 """The durable event journal: SQLite in WAL mode, one writer thread, group commit, idempotency keys.
 
-Why SQLite (WAL, synchronous=FULL) rather than an append-only file of checksummed records:
-
-- Idempotency needs "has this key ever been acknowledged?" for every event. SQLite answers it from a UNIQUE
-  index on disk inside the same transaction as the insert (INSERT OR IGNORE). An append-only file needs an
-  in-memory set of every key, rebuilt by reading the whole file at each start and private to one process.
-- A batch must be all-or-nothing. A transaction gives that, and SQLite's recovery discards an uncommitted
-  tail after a crash (SIGKILL, power loss). With a flat file we would write our own torn-record detection
-  (length + CRC per record, truncate at the first bad one) and batch markers: the code SQLite has had
-  tested for two decades.
-- Several uvicorn workers write one journal. SQLite serialises writers with file locks and keeps the keys
-  unique across processes; appends from several processes interleave records larger than PIPE_BUF and
-  cannot deduplicate across processes.
-- The nightly run reads it with the standard library (sqlite3) or polars while the service writes: WAL
-  readers never block the writer. Rows carry a monotonically increasing `seq`, so a consumer (or another
-  worker) resumes from the last seq it saw.
-- Cost: one fsync per commit, which an append-only file pays as well. `synchronous=FULL` is what makes WAL
-  fsync at each commit (NORMAL would acknowledge events a power cut could still lose). Group commit spreads
-  the fsync: one writer thread commits every batch that queued while the previous fsync ran, in one
-  transaction, and acknowledges each only after COMMIT has returned.
-
-After committing, the writer thread reads the journal past the last row it applied (`seq > applied`) and
-feeds those rows to the live histories before it acknowledges, so an acknowledged event already changes the
-user's next recommendations, and events other workers wrote reach this worker on the next tail (every
-`tail_interval_s` when idle).
+SQLite rather than an append-only file: a UNIQUE index answers "was this key ever acknowledged?" on disk in the
+insert's own transaction, a batch is all-or-nothing with crash recovery built in, several workers may write
+one journal, and the nightly job reads it while the service writes (WAL readers never block the writer).
 """
 
 from __future__ import annotations
@@ -128,7 +107,7 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=FULL")
+    conn.execute("PRAGMA synchronous=FULL")  # WAL fsyncs every commit (NORMAL could lose acknowledged events)
     conn.execute("PRAGMA busy_timeout=10000")  # other workers' commits: wait, do not fail
     conn.executescript(SCHEMA)
     return conn
@@ -202,7 +181,7 @@ class Journal:
         while not stopping:
             try:
                 first = self._queue.get(timeout=self.tail_interval_s)
-            except queue.Empty:
+            except queue.Empty:  # idle: pick up what other workers committed
                 self._tail_safely()
                 continue
             jobs: list[_Job] = []
@@ -233,6 +212,8 @@ class Journal:
         log.info("journal opened", extra={"fields": {"head_seq": head, "replayed_since": since}})
 
     def _commit(self, jobs: list[_Job]) -> None:
+        """Every batch that queued during the previous fsync, in one transaction (group commit: one fsync
+        for all of them); each is acknowledged only after COMMIT and after the live histories have it."""
         assert self._conn is not None
         started = time.perf_counter()
         received_at = time.time()

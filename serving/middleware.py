@@ -1,12 +1,8 @@
 """One pure ASGI middleware for every request: request ID, body size limit, metrics, access log, and the
 X-Bundle-Version header.
 
-The body limit is ours rather than FastAPI's `max_body_size`: that one answers a declared oversize body
-with a plain-text "Content Too Large" that replaces any response, while every error of this API is the
-JSON ErrorResponse its OpenAPI document promises.
-
-Pure ASGI rather than Starlette's BaseHTTPMiddleware: that one wraps every request in extra tasks and
-streams, which costs a measurable share of a ~1 ms request.
+Pure ASGI rather than Starlette's BaseHTTPMiddleware, which wraps every request in extra tasks and streams:
+that costs a measurable share of a ~1 ms request.
 """
 
 from __future__ import annotations
@@ -70,8 +66,9 @@ class ServiceMiddleware:
     async def _limited_body(self, scope: Scope, receive: Receive, send: Send, state: dict) -> Receive | None:
         """Read the whole body up to the limit, then replay it; 413 before reading when Content-Length says so.
 
-        Reading first also covers chunked bodies that declare no length. Bodies here are small JSON (the limit
-        is 1 MiB by default), so holding one in memory costs nothing that parsing it would not.
+        Ours rather than FastAPI's `max_body_size`, which answers with plain text instead of this API's JSON
+        ErrorResponse. Reading first also covers chunked bodies that declare no length; bodies here are small
+        JSON (1 MiB limit by default), so holding one in memory costs nothing that parsing it would not.
         """
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:

@@ -1,6 +1,6 @@
 """The API contract: request and response models (they are the OpenAPI document at /openapi.json).
 
-IDs are strings or integers, as the source data has them (DESIGN.md); the service treats both as strings,
+IDs are strings or integers, as the source data has them; the service treats both as strings,
 so 42 and "42" name the same item. Limits live here so that the schema states them.
 """
 

@@ -1,7 +1,7 @@
 """Run the service with uvicorn from Settings (what `recsys serve` calls).
 
 Thread settings first: each worker is one process doing batch-1 work, so onnxruntime and FAISS get one
-thread each (PITFALLS.md: OpenMP threads took p99 from ~2 ms to 17.7 ms on 2 cores); the environment
+thread each (OpenMP threads took p99 from ~2 ms to 17.7 ms on 2 cores, measured); the environment
 variables are set before any worker imports numpy, FAISS or onnxruntime. Settings reach worker processes
 through the environment too (RECSYS_*), since uvicorn starts workers by importing the app factory.
 """

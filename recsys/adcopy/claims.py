@@ -1,36 +1,7 @@
 """Claims filter: health claims, guarantees, absolute superlatives and targeting by protected attributes.
 
-Why a lexicon and not a model: the rules are a policy (what an ad may never say), they must hold for every
-copy the service sends, and they must cost microseconds. The text is normalised before matching so that
-obvious evasions do not slip through: NFKC (fullwidth, math letters), invisible characters and soft hyphens
-removed, diacritics and Cyrillic/Greek look-alikes mapped to ASCII, casefolded; spaced or dotted letters
-("c u r e", "b.e.s.t") joined; a variant with hyphens/underscores/dots inside words removed ("guar-anteed");
-leetspeak inside words undone (0->o, 1->i or l, 3->e, 4->a, 5->s, 7->t, $->s, @->a, !->i, |->l); and every
-run of one repeated letter squeezed to one letter ("beeeest" -> "best"; the patterns are squeezed the same
-way, so "guaranteed" is matched as "guaranted"). ``Violation.match`` is the normalised text that matched.
-
-Decisions on false positives (documented trade-offs):
-
-- Health claims need a claim shape, not a topic word: "health", "healthy", "medical", "clinical",
-  "antibacterial", "treated"/"heat-treated", "prevents rust" and "relieves strain" pass; "treats acne",
-  "prevents infection", "relieves pain", "clinically ...", "FDA approved", "doctor recommended", "detox",
-  "anti-aging", "kills 99.9% of germs" are rejected. "cure"/"curing" is exempt near adhesive/coating words
-  (glues, epoxies and paints cure); "self-healing" (cutting mats) is exempt.
-- Guarantees: "guarantee(d)", "money-back", "risk-free", "refund", "100%" (also "100% cotton": the policy is
-  no absolutes), "never fails", "lasts forever", "lifetime warranty", "promise".
-- Superlatives: "best" (also "bestseller"), "#1" (not "#1 Phillips" or "size #1": sizes), "number one",
-  "world's", "perfect", "ultimate", "unbeatable", "the most ...", "finest", "greatest", "strongest",
-  "toughest", "of all time", "lowest price", "cheapest", "top-rated", "industry-leading", "miracle".
-  Comparatives ("superior", "better") pass.
-- Protected attributes of the reader: age ("young", "seniors", "elderly", "your age", "millennials", and
-  "old"/"aging" about people: "old folks", "getting older", "aging skin"; "old paint", "replaces old GE
-  part" and "aging and ozone resistance" pass), gender ("women", "men", "women's", "ladies", "guys", "moms",
-  "dads", "for her", "feminine"), pregnancy, race/ethnicity, religion, disability and health conditions of
-  the reader ("diabetic", "if you suffer from ...", "disability", "disabled people"; "disabled car" passes),
-  sexual orientation and nationality ("as an American", "Americans"; "German engineering" passes).
-  Whole words only: "aged", "stage", "manage", "message", "measurement", "menu", "mentor" pass. "male" and
-  "female" alone pass (pipe threads and connectors), as do colours ("black", "white") unless followed by a
-  people noun, and a product's age rating ("ages 8+").
+A lexicon, not a model: the rules are a policy that must hold for every copy and cost microseconds. Text is
+normalised before matching (see ``_variants``) so that obvious evasions ("c u r e", "b3st") do not slip through.
 """
 
 from __future__ import annotations
@@ -101,7 +72,13 @@ def _words_only(text: str) -> str:
 
 
 def _variants(text: str) -> list[str]:
-    """The normalised forms a copy is matched in (see the module docstring)."""
+    """The normalised forms a copy is matched in.
+
+    Casefolded NFKC without invisible characters; diacritics and Cyrillic/Greek look-alikes mapped to ASCII;
+    spaced or dotted letters ("c u r e", "b.e.s.t") joined; a variant with marks inside words removed
+    ("guar-anteed"); leetspeak variants (1 read as i, then as l); every run of one repeated letter squeezed
+    ("beeeest" -> "best"; the patterns are squeezed the same way, see ``_squeezed``).
+    """
     t = fold(text)
     if not t.isascii():
         t = _COMBINING.sub("", unicodedata.normalize("NFKD", t)).translate(_HOMOGLYPHS)
@@ -154,7 +131,7 @@ _TOOL_SIZE = re.compile(r" ?(?:phillips|philips|square|pozi\w*|torx|slotted|size
 
 # (kind, pattern); patterns see the normalised text: lower case, single spaces, apostrophes dropped
 _RULES: list[tuple[str, str]] = [
-    # health claims
+    # health claims need a claim shape, not a topic word: "treats acne" fails, "medical" and "heat-treated" pass
     ("health", r"\bcure ?alls?\b"),
     ("health", r"\bremed(?:y|ies)\b"),
     ("health", r"(?<!self )\bheal(?:s|ed|ing|er|ers)?\b"),
@@ -192,7 +169,7 @@ _RULES: list[tuple[str, str]] = [
     ),  # fmt: skip
     ("health", r"\b(?:weight ?loss|lose weight|burns? fat|fat ?burn\w*|slimming|appetite suppress\w*)\b"),
     ("health", r"\b(?:therapeutic|medicinal|health benefits?|good for your health|improves? your health)\b"),
-    # guarantees
+    # guarantees; "100%" counts even in "100% cotton": the policy is no absolutes
     ("guarantee", r"\bguarant(?:ee|ees|eed|eeing|y)\b"),
     ("guarantee", r"\bmoney ?back\b|\brisk ?free\b|\b(?:no|zero|without) risk\b|\brefund(?:s|ed|able)?\b"),
     ("guarantee", r"(?<![\d.])100 ?(?:%|percent|per cent)|\b(?:one )?hundred (?:percent|per cent)\b"),
@@ -203,7 +180,7 @@ _RULES: list[tuple[str, str]] = [
     ("guarantee", r"\b(?:lasts?|works?|stays?) (?:forever|for ever|a lifetime|for life)\b"),
     ("guarantee", r"\blifetime (?:guarantee|warranty)\b|\bno questions asked\b|\bfool ?proof\b"),
     ("guarantee", r"\b(?:works|results) every time\b|\b(?:instant|guaranteed|proven) results\b|\bpromise[sd]?\b"),
-    # absolute superlatives
+    # absolute superlatives (comparatives such as "superior" or "better" pass)
     ("superlative", r"\bbest(?:s|selling|seller|sellers)?\b"),
     ("superlative", r"\bnumber (?:one|1)\b"),
     ("superlative", r"\bworlds\b|\bin the world\b|\bworld ?(?:class|leading|famous|renowned|leader)\b"),
@@ -215,7 +192,8 @@ _RULES: list[tuple[str, str]] = [
     ("superlative", r"\blowest (?:price|prices|cost|costs)\b|\bof all time\b|\bever (?:made|created|built)\b"),
     ("superlative", r"\btop ?(?:rated|selling|seller|sellers|notch|ranked)\b|\b(?:industry|market) ?leading\b"),
     ("superlative", r"\bmiracle\w*\b|\brevolutionary\b|\bbeats? (?:all|every|the competition)\b"),
-    # protected attributes of the reader
+    # protected attributes of the reader, whole words only ("stage", "menu" pass); "male" and "female" alone
+    # pass (pipe threads, connectors), as does "old" about things ("old paint")
     ("protected_attribute", r"\b(?:young|younger|youngest|youngsters?|elderly|seniors|senior citizens)\b"),
     ("protected_attribute", rf"\b(?:old|older|oldest) (?:{_PEOPLE}|adults|age|ladies|guys|person|generation|you)\b"),
     ("protected_attribute", r"\b(?:too|feel|feeling|getting|get|grow|growing) old(?:er)?\b|\byears? old\b"),

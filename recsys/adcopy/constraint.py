@@ -1,18 +1,8 @@
 """Span-constrained decoding: generated copy is a chain of whole-word spans of the item's own text.
 
-Why: a small copy model trained for minutes on one CPU, free to pick any token, writes sub-word mixtures
-("Gorillaates 30 ozutes") that the checks then reject, so most answers were the template. Constrained to
-continue a span of the record, or to start a new span at a word of the record once the current span reached
-the end of a clause (a comma, a full stop, the end of its text; never a colon, so a label keeps its own
-value), it writes the record's words in the record's order — brands, numbers and product nouns grounded by
-construction — and the model still decides which spans, in what order, and when the headline and the body
-end. No text position is copied twice, and the interest hooks may only open the body. Every candidate is
-checked afterwards all the same.
-
-The sources are the texts a copy may draw on (the name, brand, category parts, price, the description's
-clean sentences, the hooks for this interest). Each is tokenized twice: as the opening of a headline or body
-(no leading space) and mid-text (with a leading space), because a byte-level BPE writes a word differently
-in the two places. A row's state is the set of source positions its last token may stand at.
+Why: a small copy model free to pick any token writes sub-word mixtures ("Gorillaates 30 ozutes") that the
+checks reject. Held to spans of the record, its brands, numbers and nouns are grounded by construction, while
+the model still decides which spans, in what order, and where the headline and the body end.
 """
 
 from __future__ import annotations
@@ -40,6 +30,8 @@ class SpanState:
 
 
 class SpanConstraint:
+    """The tokens each row may write next: continue its span, or open a new one where a clause ended."""
+
     def __init__(
         self, tokenizer: Tokenizer, sources: Sequence[str], body_id: int, eos_id: int, openers: Sequence[str] = ()
     ) -> None:
@@ -48,7 +40,9 @@ class SpanConstraint:
         if not sources:
             raise ValueError("a span constraint needs at least one non-empty source text")
         openers = [t.strip() for t in openers if t.strip()]
-        # (text, mid-text variant, which text): both variants of a text share their positions' "used" marks
+        # Each text is tokenized as an opening (no leading space) and mid-text (leading space): a byte-level BPE
+        # writes a word differently in the two places. (text, mid-text variant, which text): both variants of
+        # a text share their positions' "used" marks.
         variants = [(t, mid, k) for k, t in enumerate(sources) for mid in (False, True)]
         variants += [(t, False, len(sources) + k) for k, t in enumerate(openers)]
         texts = [(" " + t if mid else t) for t, mid, _ in variants]

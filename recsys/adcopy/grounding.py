@@ -1,11 +1,8 @@
 """Grounding: which facts a copy states that its item's catalogue record does not support.
 
-Why these three kinds: they are the facts a text model invents most often and a reader relies on most —
-numbers (sizes, counts, prices, percentages), brands and what the product is. A number in the copy must be
-one of the record's numbers (by value: "30ml" = "30 ml", "1/2" = "0.5", "1,000" = "1000", "twenty" = 20);
-a catalogue brand and a catalogue product-type noun (plural-insensitive) must occur in the record's
-``facts_text``. Words of the record's name are always supported because the name is part of that text.
-Everything else (ordinary words, style) is left to the claims filter and to human taste.
+Checked are the facts a text model invents most and a reader relies on most: numbers (by value: "30ml" =
+"30 ml", "1/2" = "0.5", "twenty" = 20), catalogue brands and product-type nouns (plural-insensitive), each
+looked up in the record's ``facts_text``. Style and claims are left to the claims filter.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """The text format the copy model reads and writes, shared by training (targets) and serving (prompts, parsing).
 
-One example is one string: the task token, the interest (a phrase from the item's record that the user's
-history shares, or nothing), the record's fields, then the copy:
-
-    <copy><interest>Adhesives & Sealants<name>Gorilla Original Gorilla Glue ...<brand>Gorilla<cat>Urethane
-    Adhesives<headline>Gorilla Original Gorilla Glue<body>Picked for your interest in ...<eos>
-
-The model learns the text after `<headline>`; everything before it is the prompt.
+One example is one string, ``<copy><interest>..<name>..<brand>..<cat>..<price>..<desc>..<headline>..<body>..<eos>``,
+where the interest is a phrase of the item's record that the user's history shares (or nothing). The model
+learns the text after ``<headline>``; everything before it is the prompt.
 """
 
 from __future__ import annotations

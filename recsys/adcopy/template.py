@@ -1,12 +1,8 @@
 """The fallback ad copy: grounded by construction, so it can always be sent when generated copy fails.
 
-Why a template: the service must answer for every recommended item even when the text model is off, slow or
-wrong. The copy uses only the record's own fields — the name (cut at a clause or word boundary, never
-mid-word), the brand, the most specific clean category part, the price written exactly as the record's
-facts write it, and an interest phrase that must itself be one of the record's categories or its brand.
-Words that trip the claims filter are dropped from the name ("Best Glue" -> "Glue"), a brand or category
-that trips it is left out, and the result is verified with :func:`check_copy`; if it still failed, simpler
-copies are tried down to a generic one, so the fallback always passes.
+The service must answer for every recommended item even when the text model is off, slow or wrong, so this
+copy states only the record's own fields, drops words that trip the claims filter, is verified with
+:func:`check_copy`, and falls back to simpler copies down to a generic one that always passes.
 """
 
 from __future__ import annotations

@@ -1,15 +1,7 @@
 """Which bundle served before: the promotion history, `recsys rollback`, and retention pruning.
 
-`recsys.bundle.promote` appends one line to `HISTORY.jsonl` in the bundles root each time CURRENT changes
-(`{"at", "action", "version", "previous", ...}`). From it:
-
-- the **previous** bundle is the most recent one that was CURRENT before the current one, skipping bundles
-  that were rolled back *away from* (rolling back twice goes two releases back, never forward again onto the
-  bundle that was just taken out), and skipping bundles that no longer exist;
-- **rollback** promotes the previous bundle (recorded as action "rollback");
-- **prune** deletes old bundles beyond a retention count, never the current or the previous one.
-
-Torch-free: the service side and the CLI use it.
+The history is `HISTORY.jsonl` in the bundles root: `recsys.bundle.promote` appends one line (`at`, `action`,
+`version`, `previous`) each time CURRENT changes. Torch-free: the service side and the CLI use it.
 """
 
 from __future__ import annotations
@@ -71,7 +63,11 @@ def _rolled_away(entries: list[dict[str, Any]]) -> set[str]:
 
 
 def previous_version(root: str | Path) -> str | None:
-    """The bundle a rollback would put back (see the module docstring); None when there is none."""
+    """The bundle a rollback would put back; None when there is none.
+
+    That is the most recent bundle that was CURRENT before the current one and still exists, skipping bundles
+    a rollback took out: rolling back twice goes two releases back, never forward onto the bundle just removed.
+    """
     root = Path(root)
     current = bundle.current_version(root)
     entries = history(root)

@@ -1,18 +1,8 @@
-"""Importers: read event logs and catalogues from the formats we meet into one raw, untyped shape.
+"""Importers: read event logs and catalogues in each of :data:`FORMATS` into one raw, untyped shape.
 
-Every reader returns :class:`RawData`. Its ``events`` frame holds every column as ``pl.String`` exactly as the
-source wrote it, plus an Int64 ``row`` column (0-based original row order). Nothing is parsed or cleaned
-here on purpose: :func:`recsys.data.validate.validate` owns typing, so it can see every bad value and write
-it to the rejects file with a reason instead of an importer dropping or coercing it silently. Only formats
-whose structure *is* the data (sequence files, RecBole leave-one-out samples) are reshaped here.
-
-Event columns after import: ``user_id``, ``item_id``, ``timestamp`` (always), ``event_type``, ``value``
-(when the source has them), any other source columns unchanged, and ``row``.
-Catalogue columns: ``item_id``, ``title`` and, where the source has them, ``description``, ``category``,
-``brand``, ``price`` — also all strings.
-
-Formats (see :func:`read_dataset`): ``csv``, ``parquet``, ``movielens``, ``sequences``, ``recbole``.
-Files are read in place; nothing is copied.
+Nothing is parsed or cleaned here: :func:`recsys.data.validate.validate` owns typing, so it sees every bad
+value and rejects it with a reason instead of an importer dropping or coercing it silently. Only formats whose
+structure *is* the data (sequence files, RecBole leave-one-out samples) are reshaped here.
 """
 
 from __future__ import annotations
@@ -37,7 +27,9 @@ FORMATS = ("csv", "parquet", "movielens", "sequences", "recbole")
 class RawData:
     """Events and an optional catalogue, every source column a string, plus the Int64 ``row`` order."""
 
+    # user_id, item_id, timestamp; event_type, value where the source has them; other source columns; row (0-based)
     events: pl.DataFrame
+    # item_id, title; description, category, brand, price where the source has them
     catalogue: pl.DataFrame | None = None
 
 
@@ -308,7 +300,7 @@ def _recbole_name(folder: Path, dataset_name: str | None) -> tuple[str, bool]:
 
 
 def _rebuild_leave_one_out(folder: Path, name: str) -> pl.DataFrame:
-    """Rebuild each user's full sequence from UniSRec leave-one-out samples (see the dataset README).
+    """Rebuild each user's full sequence from UniSRec leave-one-out samples.
 
     Each sample is ``user, history, target``; train holds every earlier prefix, longest first. Taking a user's
     train rows in reverse file order, then valid, then test, the first row's history followed by every row's

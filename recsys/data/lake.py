@@ -1,27 +1,8 @@
 """The event lake: every event the nightly job has ever ingested, as hive-partitioned parquet, exactly once.
 
-Layout under a lake root::
-
-    events/ingest=000001/part-0.parquet   validated events of one ingest (+ source, source_row)
-    events/ingest=000001/_ingest.json     what that ingest covered: files (name -> sha256), journal seq range
-    rejects/ingest=000001.parquet         the rows that ingest rejected, with a reason column
-
-**Exactly once.** An ingest partition is written in a hidden temporary directory and appears in one
-`rename`; its `_ingest.json` names the sources it covered. The watermark is the union of the committed
-partitions' metadata: the journal's highest `seq` covered and the set of files taken. A crash before the
-rename leaves no trace (the next attempt recomputes the same increment); after it, the partition is the
-record, and a rerun of the same run finds and reuses it instead of ingesting again. So no event is skipped
-and none is counted twice, without a separate watermark file that could disagree with the data.
-
-Journal rows are read as `seq in (watermark, head]` with `head` taken at the start: SQLite serialises
-writers and the journal never deletes rows, so every row committed later has a larger `seq` and is picked up
-by the next ingest. Event files are taken from an inbox folder by name; writers must create them under a
-hidden or `.tmp` name and rename them when complete (files named `.*`, `*.tmp`, `*.part` are ignored). A
-folder of (hive-)partitioned parquet, as Spark or another job writes it, is one delivery once it holds a
-`_SUCCESS` file; it is read with a polars lazy scan. A delivery whose content changes after it was ingested
-is an error, not a silent re-ingest.
-
-Torch-free; readers use polars lazy scans (`scan_events`).
+One ingest is one partition, `events/ingest=NNNNNN/` (`part-0.parquet` + `_ingest.json`, what it covered), and
+its rejects in `rejects/`. The watermark is the union of the committed partitions' metadata, so there is no
+separate watermark file that could disagree with the data. Readers use polars lazy scans (`scan_events`).
 """
 
 from __future__ import annotations
@@ -41,7 +22,7 @@ import polars as pl
 from recsys.bundle import sha256_of
 from recsys.data.importers import RawData, read_dataset
 from recsys.data.validate import EVENT_SCHEMA, validate
-from recsys.durable import fsync_path
+from recsys.durable import atomic_write, fsync_path
 
 EVENTS_DIR, REJECTS_DIR = "events", "rejects"
 SUCCESS = "_SUCCESS"  # a partitioned-parquet delivery is complete when its writer has put this file in it
@@ -80,8 +61,8 @@ def watermark(lake: str | Path) -> Watermark:
 
 
 def inbox_files(inbox: str | Path | None) -> list[Path]:
-    """Complete deliveries in the inbox, by name: event files (hidden, .tmp and .part files are still being
-    written) and partitioned-parquet folders that hold a _SUCCESS marker."""
+    """Complete deliveries in the inbox, by name: event files and partitioned-parquet folders that hold a
+    _SUCCESS marker. Writers create files under a hidden, .tmp or .part name and rename them when complete."""
     if inbox is None or not Path(inbox).is_dir():
         return []
     found = []
@@ -214,6 +195,8 @@ def ingest(
 
     mark = watermark(lake)
     files = new_files(inbox, mark)
+    # SQLite serialises writers and the journal never deletes rows: a row committed after this has a larger
+    # seq, so reading (watermark, head] now and the rest next time skips nothing
     head = journal_head(journal)
     frames = [_read_file(path) for path in files.values()]
     if journal is not None and head > mark.journal_seq:
@@ -252,22 +235,18 @@ def ingest(
         rejects, summary = pl.DataFrame(), {"reasons": {}}
     meta.update(input_rows=raw.height, events=events.height, rejected=rejects.height, reasons=summary["reasons"])
 
-    rejects_dir = lake / REJECTS_DIR
-    rejects_dir.mkdir(parents=True, exist_ok=True)
-    rejects_file = rejects_dir / f"ingest={meta['index']:06d}.parquet"
-    tmp_rejects = rejects_dir / f".{rejects_file.name}.tmp"
-    rejects.write_parquet(tmp_rejects)
-    os.replace(tmp_rejects, rejects_file)
-
     name = f"ingest={meta['index']:06d}"
+    atomic_write(lake / REJECTS_DIR / f"{name}.parquet", rejects.write_parquet)
+
     tmp = events_root / f".tmp-{name}"
     tmp.mkdir()
     events.write_parquet(tmp / PART_FILE)
     (tmp / META_FILE).write_text(json.dumps({**meta, "partition": name}, indent=2))
     for path in (tmp / PART_FILE, tmp / META_FILE):
-        with path.open("rb") as f:
-            os.fsync(f.fileno())
-    os.rename(tmp, events_root / name)  # the commit point
+        fsync_path(path)
+    # The commit point: a crash before it leaves no trace (the next attempt recomputes the same increment);
+    # after it, the partition is the record, and a rerun of this run finds it (find_partition).
+    os.rename(tmp, events_root / name)
     fsync_path(events_root)
     return {**meta, "partition": name}
 

@@ -1,4 +1,4 @@
-"""User sequences and the leave-one-out split of the evaluation protocol (DESIGN.md, contract).
+"""User sequences and the leave-one-out split of the evaluation protocol (the contract every published figure uses).
 
 Each user's events are sorted by (timestamp, original row order). Users with at least 3 events are evaluated:
 the last event is the test target, the second-to-last the validation target. Users with fewer events are kept

@@ -1,36 +1,20 @@
 """Seeded synthetic shop: a beauty catalogue and purchase sequences with real sequential structure.
 
-Why it exists: the demo and the tests need data we may ship (the real datasets may not be redistributed),
-and it must reward the thing the project builds — a sequential model — so that "the LM beats popularity"
-is a property of the data, not luck. The generator therefore plants two signals:
-
-- **follow-ups** (sequential): every item has 1–3 follow-up items (the next step of a routine, e.g. a
-  cleanser -> a toner of the same brand; a refill; an accessory), and after buying an item a user buys one
-  of its follow-ups with probability ``follow_up_prob`` (0.5 by default). Only a model of the order of
-  events can use this; popularity cannot.
-- **taste** (per user): otherwise the user picks a category from a personal Dirichlet preference that
-  drifts slowly over time, then an item by Zipf popularity within that category.
-
-Sequence lengths vary (lognormal, clipped to [min_length, max_length]); timestamps are epoch seconds that
-increase per user with random gaps. Everything is drawn from ``numpy.random.default_rng`` streams derived
-from the seed, so one seed gives byte-identical data. The catalogue (item_id "SKU-00042", title "Lumina
-Hydrating Face Serum 30 ml", category path, brand, price, description) only states facts of its own record,
-so ad copy learned from it has nothing to hallucinate from.
-
-Presets are JSON files in ``data/synthetic/`` (``default``: ~3,000 users, 600 items, ~25 events per user;
-``tiny``: ~300 users, 120 items, for tests).
+The demo and the tests need data we may ship, and it must reward a sequential model: after a purchase a user
+often buys one of its follow-up items, which only a model of event order can use; otherwise a slowly drifting
+category taste and Zipf popularity pick the item. One seed gives byte-identical data.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
+from recsys.durable import atomic_write
 from recsys.settings import REPO_ROOT
 
 PRESET_DIR = REPO_ROOT / "data" / "synthetic"
@@ -235,7 +219,10 @@ def _split_sizes(total: int, parts: int, rng: np.random.Generator) -> np.ndarray
 
 
 def build_world(preset: SyntheticPreset, seed: int) -> World:
-    """The catalogue and hidden structure for a seed (the same as :func:`generate` uses)."""
+    """The catalogue and hidden structure for a seed (the same as :func:`generate` uses).
+
+    A catalogue row states only facts of its own record, so ad copy learned from it has nothing to invent from.
+    """
     rng, _ = _rngs(seed)
     cats = CATEGORIES[: preset.n_categories]
     sizes = _split_sizes(preset.n_items, len(cats), rng)
@@ -324,6 +311,7 @@ def build_world(preset: SyntheticPreset, seed: int) -> World:
 
 
 def _lengths(preset: SyntheticPreset, rng: np.random.Generator) -> np.ndarray:
+    """Sequence lengths: lognormal around ``mean_length``, clipped to [min_length, max_length]."""
     sigma = 0.6
     mu = np.log(preset.mean_length) - sigma**2 / 2
     raw = np.rint(rng.lognormal(mu, sigma, preset.n_users)).astype(np.int64)
@@ -392,15 +380,6 @@ def generate(preset: SyntheticPreset, seed: int = 0) -> tuple[pl.DataFrame, pl.D
     return events, world.catalogue
 
 
-def _write_csv(df: pl.DataFrame, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        df.write_csv(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_synthetic(
     out_dir: str | Path,
     preset_name_or_path: str | Path = "default",
@@ -419,6 +398,6 @@ def write_synthetic(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     events_path, catalogue_path = out / "events.csv", out / "catalogue.csv"
-    _write_csv(events, events_path)
-    _write_csv(catalogue, catalogue_path)
+    atomic_write(events_path, events.write_csv)
+    atomic_write(catalogue_path, catalogue.write_csv)
     return events_path, catalogue_path

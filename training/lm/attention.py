@@ -1,14 +1,8 @@
 """Causal attention and dropout that are cheap on CPU, for training only.
 
-Measured on 2 cores (hidden 64, 2 layers, batch 128 x 200): dropout's `bernoulli_` cost ~75 ms per call on the
-10M attention weights of one layer, and attention dropout also pushes SDPA off its fused kernel; together a
-fifth of the training step. Here a dropout mask is drawn as random bytes (one draw per 4 elements, compared
-with round(p * 256), so p is quantised to 1/256) and attention is written out (scores, causal mask, softmax,
-dropout, weights @ values). Same distribution of outputs, same seeding (torch's global generator).
-
-Training batches are right-padded and attention is causal, so a real position never sees padding: the loss
-needs no padding mask, and `fine_tune` calls the decoder without one. Any call with a mask or without
-dropout (evaluation, export, left-padded user histories) goes to the stock SDPA path unchanged.
+Torch's dropout (`bernoulli_`) is slow on CPU and pushes SDPA off its fused kernel, so here the mask is drawn as
+random bytes and attention is written out. Any call with a mask or without dropout (evaluation, export,
+left-padded histories) goes to the stock SDPA path unchanged.
 """
 
 from __future__ import annotations
@@ -26,7 +20,10 @@ TRAIN_ATTENTION = "recsys_train_attention"
 
 
 def dropped_mask(shape: torch.Size | tuple[int, ...], p: float, device: torch.device) -> tuple[torch.Tensor, float]:
-    """(bool tensor True where an element is dropped, with probability p rounded to k/256; 1 / keep rate)."""
+    """(bool tensor True where an element is dropped, with probability p rounded to k/256; 1 / keep rate).
+
+    One random draw per 4 elements, each byte compared with round(p * 256); seeded by torch's global generator.
+    """
     threshold = round(p * 256) if 0.0 <= p < 1.0 else -1
     if not 0 <= threshold < 256:  # p >= 255.5/256 would round to "drop everything"
         raise ValueError(f"dropout probability must be in [0, 1) (at most 255/256 here), got {p}")
@@ -53,7 +50,11 @@ def train_attention(
     scaling: float | None = None,
     **kwargs,
 ) -> tuple[torch.Tensor, None]:
-    """HF attention interface: causal attention with byte-mask dropout; SDPA whenever that does not apply."""
+    """HF attention interface: causal attention with byte-mask dropout; SDPA whenever that does not apply.
+
+    No padding mask is needed: training batches are right-padded and attention is causal, so a real position
+    never sees padding.
+    """
     if attention_mask is not None or dropout == 0.0 or query.shape[2] != key.shape[2]:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout, scaling, **kwargs)
     groups = getattr(module, "num_key_value_groups", 1)

@@ -1,12 +1,7 @@
 """Data-parallel training across processes: the same training code under `torchrun`, one process or many.
 
-`torchrun --nproc-per-node N -m recsys.cli train ...` (or the nightly job's train step with `--nproc N`)
-starts N copies; each calls `init_from_env()` through the training loop, which joins the process group that
-torchrun's environment describes (gloo on CPU, NCCL when CUDA is there). Without that environment
-everything here is a no-op and training is the ordinary single-process loop.
-
-Nothing here is specific to one machine: the rendezvous, node count and devices come from torchrun's
-environment, so the same code runs on a cluster (see README, "Beyond one machine").
+Each process joins the group torchrun's environment describes (`init_from_env`: gloo on CPU, NCCL with CUDA);
+without that environment everything here is a no-op and training is the ordinary single-process loop.
 """
 
 from __future__ import annotations

@@ -1,12 +1,8 @@
 """Several generative recommenders ranked by the sum of their scores, served as one model.
 
-Each member scores an item as (its user vector) · (its item row), so the sum over members is one dot product
-of the members' user vectors laid end to end with their item rows laid end to end. The ensemble therefore
-has the single model's shape everywhere downstream: one user encoder (the members' encoders side by side,
-one ONNX graph), one item-embedding matrix (one FAISS index), the same recommender interface.
-
-Members are trained one after the other, each with its own architecture and `TrainConfig` (its own early
-stopping and time budget); member i trains with seed + i, so members with the same configuration still differ.
+A sum of dot products is one dot product of the members' user vectors laid end to end with their item rows
+laid end to end, so the ensemble has the single model's shape downstream: one ONNX user encoder, one FAISS
+index, the same recommender interface. Member i trains with seed + i, so like members still differ.
 """
 
 from __future__ import annotations

@@ -52,12 +52,10 @@ def score_batches(
     engine: BundleRecommender, histories: list[np.ndarray], batch_size: int, progress: Progress, label: str
 ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """(start, scores over every item, history mask) per batch of users, advancing a progress bar."""
-    embeddings = engine.index.embeddings()
     task = progress.add_task(label, total=len(histories))
     for start in range(0, len(histories), batch_size):
         batch = histories[start : start + batch_size]
-        scores = engine.user_vectors(batch) @ embeddings.T
-        yield start, scores, history_mask(batch, embeddings.shape[0])
+        yield start, engine.score(batch), history_mask(batch, engine.n_items)
         progress.advance(task, len(batch))
 
 
