@@ -1,7 +1,8 @@
-"""One evaluator for every model, under the protocol contract of DESIGN.md.
+"""One evaluator for every model, under one protocol.
 
 Full ranking over every catalogue item. Two variants, both always reported: `masked` (the headline) removes
 the user's input-history items before ranking; `unmasked` keeps them rankable. Ties count against the model.
+NaN and +inf scores are refused (`NonFiniteScores`): they would rank first and score a broken model as perfect.
 """
 
 from __future__ import annotations
@@ -9,14 +10,19 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.sequences import HoldoutSet
-from recsys.metrics import ranking_metrics, target_ranks, top_k
+from recsys.metrics import NonFiniteScores, ranking_metrics, require_finite_scores, target_ranks, top_k
 from recsys.models.base import Scorer
+
+__all__ = ["METRIC_NAMES", "NonFiniteScores", "evaluate"]
 
 METRIC_NAMES = ("HR@10", "NDCG@10", "HR@50", "NDCG@50", "HR@200", "NDCG@200", "MRR", "coverage@10")
 
 
 def evaluate(model: Scorer, holdout: HoldoutSet, batch_size: int = 512) -> dict[str, dict[str, float]]:
-    """{"masked": {...}, "unmasked": {...}} with HR/NDCG@10/50/200, MRR, coverage@10 and the user count."""
+    """{"masked": {...}, "unmasked": {...}} with HR/NDCG@10/50/200, MRR, coverage@10 and the user count.
+
+    Raises NonFiniteScores (a ValueError) on the first batch with a NaN or +inf score.
+    """
     n_items = model.n_items
     masked_ranks, unmasked_ranks = [], []
     masked_top: set[int] = set()
@@ -25,6 +31,7 @@ def evaluate(model: Scorer, holdout: HoldoutSet, batch_size: int = 512) -> dict[
         inputs = holdout.inputs[start : start + batch_size]
         targets = holdout.targets[start : start + batch_size]
         scores = np.asarray(model.score(inputs), dtype=np.float32)
+        require_finite_scores(scores, first_row=start)
         history_mask = np.zeros_like(scores, dtype=bool)
         rows = np.repeat(np.arange(len(inputs)), [len(h) for h in inputs])
         history_mask[rows, np.concatenate(inputs) if len(inputs) else []] = True

@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from recsys.settings import REPO_ROOT
@@ -38,6 +39,34 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
         return s.getsockname()[1]
+
+
+def wait_until_ready(url: str, process: subprocess.Popen, timeout_s: float, log: Callable[[], str] = str) -> None:
+    """Poll `url` until it answers 200; RuntimeError with the tail of `log()` if the process exits or time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log()[-4000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"server not ready after {timeout_s} s:\n{log()[-4000:]}")
+
+
+def stop_process(process: subprocess.Popen, timeout_s: float = 20.0) -> int:
+    """SIGTERM (a graceful shutdown), then SIGKILL if it does not exit in time; the exit code."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 class ServerProcess:
@@ -88,30 +117,10 @@ class ServerProcess:
 
     def wait_ready(self, timeout_s: float) -> None:
         assert self.process is not None
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()[-4000:]}")
-            try:
-                with urllib.request.urlopen(self.url + self.ready_path, timeout=2) as response:
-                    if response.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"server not ready after {timeout_s} s:\n{self.log()[-4000:]}")
+        wait_until_ready(self.url + self.ready_path, self.process, timeout_s, self.log)
 
     def stop(self, timeout_s: float = 20.0) -> int | None:
-        if self.process is None:
-            return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return None if self.process is None else stop_process(self.process, timeout_s)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush; what is durable is what was committed."""

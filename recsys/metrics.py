@@ -7,10 +7,28 @@ import numpy as np
 CUTOFFS = (10, 50, 200)
 
 
+class NonFiniteScores(ValueError):
+    """A scorer returned NaN or +inf: such scores would rank first and make a broken model look perfect."""
+
+
+def require_finite_scores(scores: np.ndarray, first_row: int = 0) -> None:
+    """Refuse NaN and +inf scores; -inf is allowed (a scorer's way to say it cannot recommend an item)."""
+    bad = np.isnan(scores) | np.isposinf(scores)
+    if not bad.any():
+        return
+    rows = int(bad.any(axis=1).sum())
+    raise NonFiniteScores(
+        f"{rows} of the {len(scores)} users at holdout rows {first_row}..{first_row + len(scores) - 1} got NaN "
+        f"or +inf scores ({int(bad.sum())} of {bad.size} scores): the model diverged or its scorer is broken. "
+        "Retrain it (for example with a lower learning rate, or in fp32) or fix the scorer; a scorer that cannot "
+        "recommend an item should give it -inf."
+    )
+
+
 def target_ranks(scores: np.ndarray, targets: np.ndarray, masked: np.ndarray | None = None) -> np.ndarray:
     """1 + the number of other rankable items scored at least as high as the target.
 
-    Ties count against the model (DESIGN.md): a model that scores many items equally, like popularity on
+    Ties count against the model: a model that scores many items equally, like popularity on
     its long tail or a constant scorer, gets the pessimistic rank, never a lucky one.
 
     `masked` (same shape as scores, bool) marks items removed before ranking; a masked target is a miss

@@ -63,14 +63,6 @@ class Settings(BaseSettings):
     def journal_file(self) -> Path:
         return self.journal_path or self.work_dir / "journal" / "events.sqlite3"
 
-    @property
-    def datasets_dir(self) -> Path:
-        return self.work_dir / "datasets"
-
-    @property
-    def runs_dir(self) -> Path:
-        return self.work_dir / "runs"
-
 
 def get_settings() -> Settings:
     return Settings()

@@ -65,6 +65,12 @@ def test_step_by_step_commands(tmp_path):
     assert out.returncode == 0, out.stderr
     metrics = json.loads((tmp_path / "m.json").read_text())
     assert {"test", "test_unmasked", "valid"} <= set(metrics) and 0 <= metrics["test"]["HR@10"] <= 1
+    popularity = tmp_path / "popularity"
+    assert recsys("train", "--dataset", dataset, "--out", popularity, "--model", "popularity").returncode == 0
+    out = recsys("evaluate", "--dataset", dataset, "--model-dir", popularity)  # no window of its own, none guessed
+    assert out.returncode == 1 and "--max-len" in out.stderr and "Traceback" not in out.stderr, out.stderr
+    out = recsys("evaluate", "--dataset", dataset, "--model-dir", popularity, "--max-len", "50")
+    assert out.returncode == 0, out.stderr
     out = recsys("export", "--dataset", dataset, "--model-dir", model_dir, "--bundles", bundles)
     assert out.returncode == 0, out.stderr
     out = recsys("bundle", "verify", bundles)
@@ -110,6 +116,9 @@ def test_a_bad_preset_is_a_one_line_error_naming_the_file(tmp_path):
         ({"max_len": 20, "lm": {"hiden_size": 32}}, "unexpected keyword argument 'hiden_size'"),
         ({"max_len": 20, "train": {"precision": "fp16"}}, "precision must be one of fp32, bf16"),
         ({"max_len": 20, "members": [{"lm": {"hidden_size": 16}}]}, "at least 2 members"),
+        ({"max_len": 20, "nightly": {"warm_shrink": 1.5}}, "warm_shrink must be in (0, 1]"),
+        ({"max_len": 20, "nightly": {"warm_epoch": 3}}, "unexpected keyword argument 'warm_epoch'"),
+        ({"lm": {"hidden_size": 32}}, "no max_len"),
     ]
     for content, message in cases:
         preset.write_text(json.dumps(content))

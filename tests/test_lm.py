@@ -50,6 +50,26 @@ def test_checkpoint_is_safetensors_with_tied_embeddings(tiny_lm, tmp_path):
     assert lm.get_input_embeddings().weight.data_ptr() == lm.get_output_embeddings().weight.data_ptr()
 
 
+def test_a_checkpoint_whose_card_has_the_removed_extra_field_still_loads(tiny_lm, tmp_path):
+    import json
+
+    tiny_lm.save(tmp_path / "old")
+    card = json.loads((tmp_path / "old" / "model.json").read_text())
+    card["train_config"]["extra"] = {}  # what cards said before TrainConfig.extra was removed
+    (tmp_path / "old" / "model.json").write_text(json.dumps(card))
+    assert GenerativeRecommender.load(tmp_path / "old").train_config == tiny_lm.train_config
+
+
+def test_the_lm_config_owns_the_presets_max_len():
+    from training.presets import available, load_preset
+
+    for name in available():
+        preset = load_preset(name)
+        assert preset.max_len == preset.lm.max_len > 0
+        assert all(lm.max_len == preset.max_len for lm, _ in preset.members)
+    assert load_preset("movielens").max_len == 200
+
+
 def test_warm_start_maps_item_rows_by_id_and_adds_new_items(tiny_lm, tmp_path):
     tiny_lm.save(tmp_path / "prev")
     old_vocab = tiny_lm.vocab

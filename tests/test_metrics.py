@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
-from recsys.data.sequences import Sequences, leave_one_out
-from recsys.metrics import ranking_metrics, target_ranks, top_k
+from recsys.data.sequences import HoldoutSet, Sequences, leave_one_out
+from recsys.evaluate import evaluate
+from recsys.metrics import NonFiniteScores, ranking_metrics, target_ranks, top_k
+from recsys.models.adapters import ExcludingScorer
+from recsys.models.base import Scorer
 
 
 def test_ties_count_against_the_model():
@@ -49,3 +52,33 @@ def test_leave_one_out_follows_the_protocol():
     assert [x.tolist() for x in split.train.items] == [[1, 2, 3], [7, 8], [9]]
     with pytest.raises(ValueError, match="max_len"):
         leave_one_out(seqs, max_len=0)
+
+
+class FixedScores(Scorer):
+    """Every history gets the same scores: the smallest real scorer that can return NaN or infinities."""
+
+    def __init__(self, row: list[float]):
+        self.row = np.array(row, dtype=np.float32)
+        self.n_items = len(row)
+
+    def score(self, histories):
+        return np.tile(self.row, (len(histories), 1))
+
+
+def _holdout() -> HoldoutSet:
+    return HoldoutSet(["a", "b"], [np.array([0]), np.array([1])], np.array([2, 3]))
+
+
+def test_evaluate_refuses_nan_scores_that_would_rank_first():
+    with pytest.raises(NonFiniteScores, match=r"2 of the 2 users .* \(8 of 8 scores\).*Retrain") as refused:
+        evaluate(FixedScores([np.nan] * 4), _holdout())  # before the check: HR@10 = NDCG@10 = 1.0
+    assert isinstance(refused.value, ValueError)
+    with pytest.raises(NonFiniteScores, match=r"2 of the 2 users .* \(2 of 8 scores\)"):
+        evaluate(FixedScores([0.0, 0.0, np.inf, 0.0]), _holdout())
+
+
+def test_evaluate_allows_minus_inf_for_items_a_scorer_cannot_recommend():
+    scorer = ExcludingScorer(FixedScores([0.4, 0.3, 0.2, 0.1]), excluded=[3])
+    masked = evaluate(scorer, _holdout())["masked"]
+    # a's target 2 ranks second (item 0 is masked); b's excluded target 3 ties with nothing above it: last
+    assert masked["MRR"] == pytest.approx((1 / 2 + 1 / 3) / 2)

@@ -18,6 +18,7 @@ import pytest
 
 from recsys import bundle
 from recsys.bundle import releases
+from recsys.bundle.layout import REQUIRED
 from recsys.data import lake
 from recsys.settings import REPO_ROOT
 from training.nightly import drills
@@ -47,7 +48,6 @@ def night_config(sc: drills.Scenario, work: Path, run_id: str, **changes) -> Nig
         journal=sc.journal,
         catalogue=sc.catalogue_night2,
         preset=str(sc.preset),
-        warm_epochs=3,
         run_id=run_id,
     )
     return NightlyConfig(**{**fields, **changes})
@@ -184,6 +184,26 @@ def test_the_lock_refuses_a_second_run_and_dies_with_its_holder(tmp_path):
         run_nightly(NightlyConfig(work_dir=work, bundles_root=tmp_path / "bundles", inbox=tmp_path / "none"), quiet)
 
 
+def test_the_nightly_trains_with_the_presets_recipe_and_options_override_it(tmp_path):
+    from training.nightly.job import nightly_recipe
+    from training.presets import NightlyRecipe, load_preset
+
+    # the published replay's recipe (movielens: 12 epochs, shrink 0.5) is the default of every preset
+    assert (load_preset("movielens").nightly.warm_epochs, load_preset("movielens").nightly.warm_shrink) == (12, 0.5)
+    sc = drills.tiny_scenario(tmp_path / "data")
+    assert load_preset(str(sc.preset)).nightly == NightlyRecipe(warm_epochs=3)  # the drills' own recipe
+    cfg = NightlyConfig(work_dir=tmp_path / "n", bundles_root=tmp_path / "b", preset=str(sc.preset))
+    assert nightly_recipe(cfg).warm_epochs == 3
+    cfg.recipe = {"warm_epochs": None, "warm_shrink": 0.8, "warm_max_minutes": 2.0}  # None: the preset's
+    recipe = nightly_recipe(cfg)
+    assert (recipe.warm_epochs, recipe.warm_shrink, recipe.warm_max_minutes) == (3, 0.8, 2.0)
+    cfg.recipe = {"warm_epoch": 5}
+    with pytest.raises(ValueError, match="no nightly recipe field"):
+        nightly_recipe(cfg)
+    with pytest.raises(ValueError, match="warm_shrink"):
+        NightlyRecipe(warm_shrink=0.0)
+
+
 def test_exactly_once_ingest_from_files_and_the_journal(tmp_path):
     inbox, journal, root = tmp_path / "inbox", tmp_path / "journal.sqlite3", tmp_path / "lake"
     inbox.mkdir()
@@ -225,7 +245,7 @@ def test_exactly_once_ingest_from_files_and_the_journal(tmp_path):
 
 def _fake_bundle(root: Path, version: str) -> None:
     staging = bundle.staging_dir(root, version)
-    for name in bundle.REQUIRED_FILES:
+    for name in REQUIRED:
         (staging / name).write_text(version)
     bundle.seal(staging, version, {"model": {}})
 

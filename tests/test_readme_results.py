@@ -14,7 +14,7 @@ from training.bench.tables import BLOCKS, README, RESULTS_DIR, seed_count, updat
 
 
 def test_readme_agrees_with_the_results():
-    assert update_readme(README, RESULTS_DIR, check=True) == [], "run `python -m training.bench.tables`"
+    assert update_readme(README, RESULTS_DIR, check=True) == [], "run `recsys benchmark tables`"
 
 
 def test_every_block_has_both_markers_once():

@@ -1,13 +1,25 @@
-"""Pieces of the training loop: windows, bucketing, the fused cross-entropy."""
+"""Pieces of the training loop: windows, bucketing, the fused cross-entropy, stopping on divergence."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from recsys.data.sequences import Sequences
-from training.lm.model import TrainConfig
-from training.lm.train import bucketed_batches, collate, fused_cross_entropy, training_windows
+from recsys.data.sequences import Sequences, leave_one_out
+from recsys.data.vocab import ItemVocab
+from recsys.evaluate import NonFiniteScores, evaluate
+from training.lm.distributed import World
+from training.lm.model import GenerativeRecommender, LMConfig, TrainConfig
+from training.lm.train import (
+    TrainingDiverged,
+    bucketed_batches,
+    collate,
+    fused_cross_entropy,
+    training_windows,
+    valid_ndcg,
+)
 
 
 def test_fused_cross_entropy_matches_torch_values_and_gradients():
@@ -68,3 +80,46 @@ def test_bf16_cross_entropy_stays_close_to_float32_and_bad_precision_is_rejected
         TrainConfig(precision="fp16")
     with pytest.raises(ValueError, match="ema_decay must be in"):
         TrainConfig(ema_decay=1.5)
+
+
+def _cyclic_split(n_items: int = 30):
+    rng = np.random.default_rng(0)
+    items = [(rng.integers(0, n_items) + np.arange(rng.integers(5, 12))) % n_items for _ in range(120)]
+    return leave_one_out(Sequences([str(i) for i in range(120)], items), max_len=10)
+
+
+def _tiny_lm(**train) -> GenerativeRecommender:
+    config = LMConfig(hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32, max_len=10)
+    model = GenerativeRecommender(config, TrainConfig(batch_size=32, log_every=1000, **train))
+    model.init_model(ItemVocab([str(i) for i in range(30)]))
+    return model
+
+
+def test_a_nan_weight_stops_training_with_the_epoch_named(tmp_path):
+    split = _cyclic_split()
+    model = _tiny_lm(epochs=3, eval_every=1)
+    with torch.no_grad():
+        model.lm.get_decoder().norm.weight.fill_(math.nan)
+    with pytest.raises(NonFiniteScores):
+        evaluate(model, split.valid)  # what the evaluator says of such a model
+    assert math.isnan(valid_ndcg(model, split.valid, World()))  # NaN, never an exception, inside the loop
+    with pytest.raises(TrainingDiverged, match="epoch 1: the training loss is nan") as diverged:
+        model.fit(split.train, 30, split.valid)
+    assert diverged.value.epoch == 1
+    assert model.history == []  # no epoch was recorded as if it had trained
+
+
+class NaNScoringLM(GenerativeRecommender):
+    """A real LM that trains normally but whose scores come out NaN: only validation can see it."""
+
+    def score(self, histories):
+        return np.full((len(histories), self.n_items), np.nan, dtype=np.float32)
+
+
+def test_a_non_finite_validation_metric_stops_training_at_the_first_evaluation():
+    split = _cyclic_split()
+    config = LMConfig(hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32, max_len=10)
+    model = NaNScoringLM(config, TrainConfig(epochs=6, eval_every=2, batch_size=32, log_every=1000))
+    with pytest.raises(TrainingDiverged, match="epoch 2: validation NDCG@10 is nan") as diverged:
+        model.fit(split.train, 30, split.valid)  # before: NaN never beat the best, training ran on to patience
+    assert diverged.value.epoch == 2

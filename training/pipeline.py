@@ -5,12 +5,10 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import os
-import platform
 import time
 from dataclasses import replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +19,12 @@ from recsys.data.importers import read_dataset
 from recsys.data.prepared import Prepared, load_prepared, write_prepared
 from recsys.data.sequences import LeaveOneOut, build_sequences, leave_one_out  # noqa: F401 (re-export)
 from recsys.data.validate import validate
+from recsys.durable import atomic_write_json
 from recsys.evaluate import evaluate
-from recsys.models.als import ALSRecommender
+from recsys.models.als import SEARCH_GRID, ALSRecommender
 from recsys.models.base import Recommender
 from recsys.models.popularity import PopularityRecommender
+from recsys.runinfo import hardware, now_iso
 from training.lm.ensemble import EnsembleRecommender
 from training.lm.model import GenerativeRecommender
 from training.presets import Preset
@@ -90,13 +90,15 @@ def load_model(path: str | Path) -> Recommender:
     return cls.load(path)
 
 
-def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, Any]:
+def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared, refit_with_valid: bool = False) -> dict[str, Any]:
     """Fit on the training part of the split; returns wall time, tokens/s and size.
 
     With `refit_with_valid`, the LM is trained a second time, from scratch, for the epoch count that early
     stopping chose, on the training part plus each user's validation event (never the test event); the
     refitted weights are what gets evaluated on test and exported. Validation metrics then no longer
-    measure a held-out event, so `valid` is reported from the first fit.
+    measure a held-out event, so the first fit's are returned as `valid_metrics` (see `evaluate_splits`).
+    The LM reads the flag from its own train config; for the baselines the caller passes the preset's
+    (`refit_with_valid` argument), so they are refit on the same data whenever the LM is.
     """
     started = time.perf_counter()
     if isinstance(model, EnsembleRecommender):
@@ -104,12 +106,22 @@ def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, 
         return dict(model.stats)
     if not isinstance(model, GenerativeRecommender):
         model.fit(data.train, len(prepared.vocab), data.valid)
-        return {"train_wall_s": round(time.perf_counter() - started, 1)}
+        if not refit_with_valid:
+            return {"train_wall_s": round(time.perf_counter() - started, 1)}
+        first_fit_valid = evaluate(model, data.valid)["masked"]
+        model.fit(data.train_with_valid, len(prepared.vocab), None)
+        wall = round(time.perf_counter() - started, 1)
+        return {"train_wall_s": wall, "refit_with_valid": True, "valid_metrics": first_fit_valid}
     if model.train_config.refit_with_valid and model.train_config.selected_epochs:
         epochs = model.train_config.selected_epochs
         model.train_config = replace(model.train_config, epochs=epochs, max_minutes=0.0)
         model.fit(data.train_with_valid, len(prepared.vocab), None, vocab=prepared.vocab)
-        return {**model.stats, "best_epoch": epochs, "selection": "epochs given by the preset (selected_epochs)"}
+        return {
+            **model.stats,
+            "best_epoch": epochs,
+            "selection": "epochs given by the preset (selected_epochs)",
+            "refit_with_valid": True,
+        }
     model.fit(data.train, len(prepared.vocab), data.valid, vocab=prepared.vocab)
     stats = dict(model.stats)
     if model.train_config.refit_with_valid:
@@ -124,29 +136,48 @@ def fit(model: Recommender, data: LeaveOneOut, prepared: Prepared) -> dict[str, 
             "train_wall_s": round(time.perf_counter() - started, 1),
             "best_epoch": selection["best_epoch"],
             "best_valid_NDCG@10": selection["best_valid_NDCG@10"],
+            "refit_with_valid": True,
             "valid_metrics": first_fit_valid,
         }
         model.stats = stats
     return stats
 
 
-def evaluate_splits(model: Recommender, data: LeaveOneOut, valid: dict | None = None) -> dict[str, Any]:
-    """The contract's shape: test (masked, the headline), test_unmasked, valid (masked)."""
+def evaluate_splits(
+    model: Recommender, data: LeaveOneOut, valid: dict | None = None, refit: bool = False
+) -> dict[str, Any]:
+    """The contract's shape: test (masked, the headline), test_unmasked, valid (masked).
+
+    `valid` is the selection fit's figure when there was one. After a refit on train + valid (`refit`), the
+    model has trained on the validation events, so its own figure on them is kept apart, under
+    `valid_refit_not_held_out`; `valid` stays the selection fit's (None when the preset gave the epochs).
+    """
     test = evaluate(model, data.test)
-    valid = valid if valid is not None else evaluate(model, data.valid)["masked"]
-    return {"test": test["masked"], "test_unmasked": test["unmasked"], "valid": valid}
+    splits = {"test": test["masked"], "test_unmasked": test["unmasked"]}
+    if refit:
+        return {**splits, "valid": valid, "valid_refit_not_held_out": evaluate(model, data.valid)["masked"]}
+    return {**splits, "valid": valid if valid is not None else evaluate(model, data.valid)["masked"]}
 
 
-def hardware() -> str:
-    """CPU model, core count and torch threads: enough to tell two benchmark machines apart."""
-    model = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
-        model = names[0] if names else model
-    return f"{model}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, CPU only"
+def select_als(
+    preset: Preset, data: LeaveOneOut, prepared: Prepared, grid: dict[str, list] = SEARCH_GRID
+) -> dict[str, Any]:
+    """ALS parameters chosen like the LM's epochs: fitted on the training part for every combination in `grid`
+    (the rest from the preset), kept by NDCG@10 (masked) on the validation users the LM's early stopping uses;
+    the first of equals in grid order wins."""
+    valid = data.valid.subset(preset.train.max_valid_users, seed=preset.train.seed)
+    trials = []
+    for values in itertools.product(*grid.values()):
+        params = {**preset.als, **dict(zip(grid, values, strict=True))}
+        model = ALSRecommender(**params, seed=preset.train.seed).fit(data.train, len(prepared.vocab))
+        trials.append({**params, "valid_NDCG@10": evaluate(model, valid)["masked"]["NDCG@10"]})
+    best = max(trials, key=lambda trial: trial["valid_NDCG@10"])
+    return {
+        "metric": f"NDCG@10 (masked) of a fit on train, on {len(valid)} validation users (the LM's selection set)",
+        "grid": grid,
+        "chosen": {k: v for k, v in best.items() if k != "valid_NDCG@10"},
+        "trials": trials,
+    }
 
 
 def results_document(dataset: str, command: str, models: dict[str, Any], extra: dict | None = None) -> dict:
@@ -154,8 +185,8 @@ def results_document(dataset: str, command: str, models: dict[str, Any], extra: 
         "dataset": dataset,
         "protocol": "leave-one-out, full ranking over all items, ties against the model; test = masked "
         "(history items removed, the headline), test_unmasked = history items rankable",
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hardware": hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         **(extra or {}),
         "models": models,
@@ -163,9 +194,4 @@ def results_document(dataset: str, command: str, models: dict[str, Any], extra: 
 
 
 def write_json(path: str | Path, payload: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    tmp.replace(path)
-    return path
+    return atomic_write_json(path, payload)

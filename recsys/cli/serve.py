@@ -23,7 +23,10 @@ def serve(
     journal: Path = typer.Option(None, help="event journal file (default <work_dir>/journal/events.sqlite3)"),
 ) -> None:
     """Run the online service (uvicorn): recommendations, events, hot reload, /metrics; admin key: RECSYS_API_KEY."""
-    from serving.server import run
+    try:
+        from serving.server import run
+    except ImportError as exc:  # the base install answers from bundles; the HTTP service is the serve extra
+        fail(f"the service needs the serve extra ({exc.name} is missing): pip install 'genrec[serve]'")
 
     overrides = {"host": host, "port": port, "workers": workers, "bundles_root": bundles, "journal_path": journal}
     try:

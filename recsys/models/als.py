@@ -18,6 +18,11 @@ from threadpoolctl import threadpool_limits
 from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.models.base import Recommender, read_card
 
+# Tried on the validation split by `recsys benchmark quality` (training/pipeline.py `select_als`): 12 fits of
+# seconds each; iterations stay at the preset's. Validation preferred alpha 3 on MovieLens and 40 on Beauty,
+# 128-256 factors on both (64 never won); regularization mattered little.
+SEARCH_GRID: dict[str, list] = {"factors": [128, 256], "regularization": [0.1, 10.0], "alpha": [3.0, 10.0, 40.0]}
+
 
 def _user_items(histories: Sequence[np.ndarray], n_items: int) -> sp.csr_matrix:
     """Binary user x item matrix (csr_matrix: implicit rejects csr_array)."""
@@ -72,7 +77,8 @@ class ALSRecommender(Recommender):
         if self._als is None:
             raise RuntimeError("ALSRecommender is not fitted: call fit() or load() first")
         user_items = _user_items(histories, self.n_items)
-        user_factors = self._als.recalculate_user(np.arange(len(histories)), user_items)
+        with threadpool_limits(1, "blas"):  # as in fit: BLAS threads under implicit's own are 10-60x slower
+            user_factors = self._als.recalculate_user(np.arange(len(histories)), user_items)
         return (np.atleast_2d(user_factors) @ self._als.item_factors.T).astype(np.float32)
 
     @property

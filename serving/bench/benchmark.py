@@ -6,72 +6,33 @@ For each bundle, in one run and on loopback only:
    latency p50/p99/p99.9 at concurrency 1, then throughput at concurrency N (8–32);
 3. the same two loads against training/bench/torch_baseline.py (FastAPI + the torch checkpoint, scoring the whole
    catalogue per request: what a team writes first), when the bundle's checkpoint is given.
-Every phase is bounded in time. The JSON follows the contract in DESIGN.md (`benchmarks/results/serving.json`).
+Every phase is bounded in time. The JSON goes to <work_dir>/results/serving.json, or benchmarks/results/ when
+published.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import platform
 import random
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote
 
 import numpy as np
 
 from recsys import bundle
-from recsys.harness import HOST, ServerProcess, free_port
+from recsys.bundle.layout import HISTORIES
+from recsys.durable import atomic_write_json
+from recsys.harness import HOST, ServerProcess, free_port, stop_process, wait_until_ready
+from recsys.runinfo import PUBLISHED_DIR, hardware, now_iso, results_path
 from recsys.settings import REPO_ROOT
 from serving.bench.loadgen import LoadResult, run_load
 
-RESULTS = REPO_ROOT / "benchmarks" / "results" / "serving.json"
+RESULTS = PUBLISHED_DIR / "serving.json"  # kept for callers that still pass it as `out`; prefer publish=True
 BASELINE_MODULE = "training.bench.torch_baseline"  # run as a child process: the service side never imports torch
-
-
-def hardware() -> str:
-    model = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{platform.machine()}, {os.cpu_count()} cores, {model}, {platform.system()} {platform.release()}"
-
-
-def wait_until_ready(port: int, path: str, process: subprocess.Popen, timeout_s: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the baseline exited with code {process.returncode} before it was ready")
-        try:
-            with urllib.request.urlopen(f"http://{HOST}:{port}{path}", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.2)
-    raise RuntimeError(f"the baseline was not ready after {timeout_s:.0f} s")
-
-
-def stop(process: subprocess.Popen) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def single_root(bundle_dir: Path, work: Path) -> Path:
@@ -142,10 +103,10 @@ def run_baseline(checkpoint: Path, bundle_dir: Path, work: Path, paths: list[str
     with (work / "baseline.log").open("w") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, cwd=REPO_ROOT)
         try:
-            wait_until_ready(port, "/healthz", process, timeout_s=300)
+            wait_until_ready(f"http://{HOST}:{port}/healthz", process, timeout_s=300)
             phases = load_phases(port, paths, args["concurrency"], args["duration_s"], args["warmup_s"])
         finally:
-            stop(process)
+            stop_process(process, 15)
     log(f"  baseline {_describe(phases['c1'])}")
     log(f"  baseline {_describe(phases['cn'])}")
     return phases
@@ -156,7 +117,7 @@ def benchmark_bundle(name: str, path: Path, checkpoint: Path | None, args: dict,
     bundle.verify(bundle_dir)
     import polars as pl
 
-    users = pl.read_parquet(bundle_dir / "histories.parquet", columns=["user_id"])["user_id"].to_list()
+    users = pl.read_parquet(bundle_dir / HISTORIES, columns=["user_id"])["user_id"].to_list()
     random.Random(0).shuffle(users)
     users = users[:5000]
     paths = [f"/v1/users/{quote(u, safe='')}/recommendations?k=10" for u in users]
@@ -216,13 +177,14 @@ def run_serving_benchmark(
     out: Path | None,
     command: str,
     log=print,
+    publish: bool = False,
 ) -> dict:
     unknown = sorted(set(checkpoints) - set(bundles))
     if unknown:
         raise ValueError(f"--checkpoint names no --bundle: {', '.join(unknown)}")
     args = {"duration_s": duration_s, "warmup_s": warmup_s, "concurrency": concurrency, "workers": workers}
     document = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "date": now_iso(),
         "hardware": hardware(),
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "command": command,
@@ -241,10 +203,6 @@ def run_serving_benchmark(
     for name, path in bundles.items():
         document["bundles"][name] = benchmark_bundle(name, Path(path), checkpoints.get(name), args, log)
     document["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_suffix(out.suffix + ".tmp")
-        tmp.write_text(json.dumps(document, indent=2) + "\n")
-        tmp.replace(out)
-        log(f"results written to {out}")
+    target = atomic_write_json(results_path("serving", publish, out), document)
+    log(f"results written to {target}")
     return document

@@ -36,12 +36,12 @@ import statistics
 import time
 import urllib.request
 from dataclasses import asdict
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import sacrebleu
+import torch
 from rich.console import Console
 from rouge_score import rouge_scorer
 
@@ -55,10 +55,11 @@ from recsys.adcopy.prompt import HOOKS, prompt_description, shorten
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
 from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import CopyResult, CopyWriter
+from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, COPY_COPIES, MANIFEST
 from recsys.data.sequences import build_sequences
 from recsys.harness import ServerProcess
+from recsys.runinfo import hardware, now_iso, results_path
 from recsys.settings import get_settings
-from serving.bench.benchmark import hardware
 from training import pipeline
 from training.adcopy.finetune import (
     CopyTrainConfig,
@@ -68,7 +69,6 @@ from training.adcopy.finetune import (
     fine_tune_copy,
     held_out_text_items,
 )
-from training.bench.quality import RESULTS_DIR
 from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
 
@@ -156,6 +156,7 @@ def run_adcopy_benchmark(
     out: Path | None = None,
     seed: int = 0,
     reuse_model: bool = False,
+    publish: bool = False,
 ) -> dict:
     work = get_settings().work_dir / "benchmarks" / "adcopy"
     source = Path(data_root) / "amazon-scientific"
@@ -177,7 +178,7 @@ def run_adcopy_benchmark(
     else:
         trained = fine_tune_copy([r for i, r in records.items() if i not in held_out], facts, config, console.print)
         export_copy_model(trained.model, trained.tokenizer, model_dir)
-        train_stats = {**trained.stats, "date": datetime.now(UTC).isoformat(timespec="seconds")}
+        train_stats = {**trained.stats, "date": now_iso()}
         stats_file.write_text(json.dumps(train_stats))
     writer = CopyWriter(model_dir, facts)
 
@@ -318,9 +319,9 @@ def run_adcopy_benchmark(
         promote=True,
         adcopy=AdCopyPlan(model_dir, top_k=3),
     )
-    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    manifest = json.loads((bundle_dir / MANIFEST).read_text())
     batch = {**manifest["adcopy"], "bundle_s": round(time.perf_counter() - bundle_started, 1)}
-    copies = pl.read_parquet(bundle_dir / "adcopy" / "copies.parquet")
+    copies = pl.read_parquet(bundle_dir / ADCOPY_DIR / COPY_COPIES)
     latency = serve_latency(work, copies, evaluated, subset.user_ids, requests, rng)
 
     console.rule("5/5 summary")
@@ -328,8 +329,8 @@ def run_adcopy_benchmark(
     examples_path = write_examples(work / "adcopy-examples.md", examples, records, facts)
     document = {
         "dataset": "scientific",
-        "date": pipeline.results_document("scientific", command, {})["date"],
-        "hardware": hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "protocol": __doc__.split("Protocol (one run, one seed):", 1)[1].split("Latency over HTTP")[0].strip(),
         "eval_items": len(rows),
@@ -361,8 +362,7 @@ def run_adcopy_benchmark(
         **latency,
         "examples_file": str(examples_path),
     }
-    target = out or RESULTS_DIR / "adcopy.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path("adcopy", publish, out), document)
     console.print_json(
         json.dumps(
             {
@@ -440,24 +440,31 @@ def serve_latency(work: Path, copies: pl.DataFrame, eval_items: list[str], users
 
 
 def rerun_latency(
-    *, eval_share: float, requests: int, seed: int, console: Console, command: str, out: Path | None = None
+    *,
+    eval_share: float,
+    requests: int,
+    seed: int,
+    console: Console,
+    command: str,
+    out: Path | None = None,
+    publish: bool = False,
 ) -> dict:
     """Only the HTTP latency phase, against the bundle the last full run promoted, put into its summary: for
     measuring latency again on a quiet machine without redoing the rest (held-out items chosen as the full
     run chooses them)."""
     work = get_settings().work_dir / "benchmarks" / "adcopy"
-    target = out or RESULTS_DIR / "adcopy.json"
+    target = results_path("adcopy", publish, out)
     if not target.exists():
         raise FileNotFoundError(f"{target} not found: run `recsys benchmark adcopy` first")
     document = json.loads(target.read_text())
     bundle_dir = bundle.resolve(work / "bundles")
-    copies = pl.read_parquet(bundle_dir / "adcopy" / "copies.parquet")
-    records = records_from_catalogue(pl.read_parquet(bundle_dir / "catalogue.parquet"))
+    copies = pl.read_parquet(bundle_dir / ADCOPY_DIR / COPY_COPIES)
+    records = records_from_catalogue(pl.read_parquet(bundle_dir / CATALOGUE))
     _, eval_ids = held_out_text_items(records, eval_share)
     users = sorted(set(copies["user_id"].to_list()))
     console.rule(f"latency only: {bundle_dir.name}, {requests} requests per phase")
     latency = serve_latency(work, copies, eval_ids, users, requests, random.Random(seed))
-    document |= {**latency, "latency_command": command, "latency_date": datetime.now(UTC).isoformat(timespec="seconds")}
+    document |= {**latency, "latency_command": command, "latency_date": now_iso()}
     pipeline.write_json(target, document)
     console.print_json(json.dumps({k: document[k] for k in ("latency_ms", "live_within_budget", "live_sources")}))
     return document

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -30,9 +31,10 @@ from recsys.evaluate import evaluate
 from recsys.metrics import ranking_metrics
 from recsys.models.base import Scorer
 from recsys.models.popularity import PopularityRecommender
+from recsys.runinfo import hardware, now_iso, results_path
 from recsys.settings import get_settings
 from training import pipeline
-from training.bench.quality import KNOWN_DATASETS, RESULTS_DIR, resolve_dataset
+from training.bench.quality import KNOWN_DATASETS, resolve_dataset
 from training.coldstart.text_embeddings import (
     PROJECTION_FILE,
     KnnProjection,
@@ -264,6 +266,7 @@ def run_cold_start_benchmark(
     command: str,
     out: Path | None = None,
     reuse_model: bool = False,
+    publish: bool = False,
 ) -> dict:
     """Train (or, with `reuse_model`, load the model a previous run saved), choose the projector, test it."""
     work = get_settings().work_dir / "benchmarks" / f"cold-start-{dataset}"
@@ -324,8 +327,8 @@ def run_cold_start_benchmark(
     document = {
         "dataset": dataset,
         "protocol": __doc__.split("Protocol: ", 1)[1].strip(),
-        "date": pipeline.results_document(dataset, command, {})["date"],
-        "hardware": pipeline.hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "cold_items": len(cold_ids),
         "items": len(cold),
@@ -335,14 +338,18 @@ def run_cold_start_benchmark(
         "results": results,
         "selection": selection,
     }
-    target = out or RESULTS_DIR / f"cold-start-{dataset}.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path(f"cold-start-{dataset}", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document
 
 
 def reevaluate_cold_start(
-    dataset: str = "scientific", *, cold_share: float = 0.1, seed: int = 0, out: Path | None = None
+    dataset: str = "scientific",
+    *,
+    cold_share: float = 0.1,
+    seed: int = 0,
+    out: Path | None = None,
+    publish: bool = False,
 ) -> dict:
     """The benchmark again from the model (and text embeddings) a previous run saved: no training step.
 
@@ -358,4 +365,5 @@ def reevaluate_cold_start(
         command=f"reevaluate_cold_start({dataset!r}) (saved model, no training)",
         out=out,
         reuse_model=True,
+        publish=publish,
     )

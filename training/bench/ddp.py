@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from rich.console import Console
 from safetensors.numpy import load_file
 
 from recsys.evaluate import evaluate
+from recsys.runinfo import hardware, now_iso, results_path
 from recsys.settings import REPO_ROOT, get_settings
 from training import pipeline
-from training.bench.quality import RESULTS_DIR, resolve_dataset
+from training.bench.quality import resolve_dataset
 from training.lm.model import GenerativeRecommender
 from training.nightly.candidate import train_candidate
 from training.presets import PRESETS_DIR, load_preset
@@ -108,6 +110,7 @@ def run_ddp_benchmark(
     command: str,
     out: Path | None,
     threads: int = 0,
+    publish: bool = False,
 ) -> dict[str, Any]:
     work = get_settings().work_dir / "benchmarks" / f"ddp-{dataset}"
     source, fmt, preset = resolve_dataset(dataset, None, None, Path(data_root), work)
@@ -133,8 +136,8 @@ def run_ddp_benchmark(
         console.print(f"  max |weight difference| {comparisons[name]['max_abs_weight_diff']:.2e}")
     document = {
         "dataset": dataset,
-        "date": pipeline.results_document(dataset, command, {})["date"],
-        "hardware": pipeline.hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "backend": "gloo (CPU)",
         "nproc": nproc,
@@ -146,7 +149,6 @@ def run_ddp_benchmark(
         "measures equivalence, not speed-up.",
         "comparisons": comparisons,
     }
-    target = out or RESULTS_DIR / "ddp.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path("ddp", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document

@@ -1,21 +1,23 @@
 """`recsys benchmark quality`: popularity, ALS and the LM on one dataset under the protocol, as JSON.
 
 The named datasets are read in place from the shared data folder; any other dataset is given by path +
-format + preset. The summary follows the benchmark-results contract of DESIGN.md.
+format + preset. The JSON summary goes to <work_dir>/results/, or benchmarks/results/ when published.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 from rich.console import Console
 
 from recsys.console import metrics_table
 from recsys.data.synthetic import write_synthetic
-from recsys.settings import REPO_ROOT, get_settings
+from recsys.runinfo import hardware, now_iso, results_path
+from recsys.settings import get_settings
 from training import pipeline
 from training.presets import load_preset
 
@@ -26,7 +28,6 @@ KNOWN_DATASETS = {
     "scientific": ("amazon-scientific", "recbole", "amazon"),
     "synthetic": (None, "csv", "synthetic"),
 }
-RESULTS_DIR = REPO_ROOT / "benchmarks" / "results"
 
 
 def resolve_dataset(
@@ -50,9 +51,10 @@ def resolve_dataset(
 
 
 def mean_and_spread(runs: list[dict]) -> tuple[dict, dict]:
-    keys = runs[0].keys()
-    values = {k: np.array([r[k] for r in runs], dtype=float) for k in keys}
-    return {k: float(v.mean()) for k, v in values.items()}, {k: float(v.std()) for k, v in values.items()}
+    """Mean and SAMPLE standard deviation (ddof=1) of each metric over the runs (None with one run)."""
+    values = {k: np.array([r[k] for r in runs], dtype=float) for k in runs[0]}
+    spread = {k: float(v.std(ddof=1)) if len(v) > 1 else None for k, v in values.items()}
+    return {k: float(v.mean()) for k, v in values.items()}, spread
 
 
 def run_quality_benchmark(
@@ -68,6 +70,7 @@ def run_quality_benchmark(
     epochs: int | None,
     console: Console,
     command: str,
+    publish: bool = False,
 ) -> dict:
     work = get_settings().work_dir / "benchmarks" / dataset
     source, source_fmt, default_preset = resolve_dataset(dataset, path, fmt, Path(data_root), work)
@@ -78,22 +81,30 @@ def run_quality_benchmark(
 
     results: dict[str, dict] = {}
     for kind in models:
-        runs = []
+        runs, als_selection = [], None
         for seed in seeds if kind == "lm" else seeds[:1]:
             chosen = load_preset(preset or default_preset, {"seed": seed, "epochs": epochs})
             data = pipeline.split(prepared, chosen.max_len)
+            if kind == "als":  # tuned on validation like the LM's epochs, not taken from the preset as is
+                als_selection = pipeline.select_als(chosen, data, prepared)
+                chosen = replace(chosen, als=als_selection["chosen"])
+                console.print(f"als: chose {als_selection['chosen']} on validation")
             model = pipeline.new_model(kind, chosen)
             console.print(f"[bold]{kind}[/] seed {seed}: training on {len(data.train.items)} sequences")
-            stats = pipeline.fit(model, data, prepared)
+            stats = pipeline.fit(model, data, prepared, refit_with_valid=chosen.train.refit_with_valid)
             model.save(work / "models" / f"{kind}-seed{seed}")
-            runs.append(
-                {**pipeline.evaluate_splits(model, data, stats.pop("valid_metrics", None)), **stats, "seed": seed}
+            splits = pipeline.evaluate_splits(
+                model, data, stats.pop("valid_metrics", None), refit=stats.get("refit_with_valid", False)
             )
+            runs.append({**splits, **stats, "seed": seed})
             console.print(metrics_table(f"{kind} seed {seed} (test, masked)", {kind: runs[-1]}))
         entry = dict(runs[0])
+        entry["n_seeds"] = len(runs)
         if len(runs) > 1:
-            for split_name in ("test", "test_unmasked", "valid"):
-                entry[split_name], entry[f"{split_name}_std"] = mean_and_spread([r[split_name] for r in runs])
+            for split_name in ("test", "test_unmasked", "valid", "valid_refit_not_held_out"):
+                if all(r.get(split_name) is not None for r in runs):
+                    entry[split_name], entry[f"{split_name}_std"] = mean_and_spread([r[split_name] for r in runs])
+            entry["spread"] = "*_std: sample standard deviation (ddof=1) over n_seeds seeds"
             entry["seeds"] = runs
         entry["hyperparameters"] = (
             {
@@ -107,6 +118,8 @@ def run_quality_benchmark(
             if kind == "als"
             else {}
         )
+        if als_selection is not None:
+            entry["als_selection"] = als_selection
         entry["preset"] = chosen.name
         results[kind] = entry
 
@@ -118,8 +131,7 @@ def run_quality_benchmark(
         results,
         {"source": str(source), "format": source_fmt, "data_summary": prepared.summary},
     )
-    target = out or RESULTS_DIR / f"quality-{dataset}.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path(f"quality-{dataset}", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document
 
@@ -136,6 +148,7 @@ def run_slates_benchmark(
     console: Console,
     command: str,
     out: Path | None = None,
+    publish: bool = False,
 ) -> dict:
     """Generated next-n slates (beam search) vs the top-n of one ranking step, on a multi-step holdout."""
     from recsys.data.sequences import build_sequences, multi_step_holdout
@@ -165,16 +178,15 @@ def run_slates_benchmark(
         "protocol": f"multi-step holdout: users with >= {n + 3} events; the last {n} events are the future; "
         f"the model trains on the events before them (minus one validation event); input = the last "
         f"{chosen.max_len} events before the future; history items excluded from every slate",
-        "date": pipeline.results_document(dataset, command, {})["date"],
-        "hardware": pipeline.hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "n": n,
         "users": count,
         "train": model.stats,
         "results": results,
     }
-    target = out or RESULTS_DIR / f"slates-{dataset}.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path(f"slates-{dataset}", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document
 
@@ -190,8 +202,6 @@ def measure_throughput(
 ) -> dict[str, float]:
     """Real (unpadded) training tokens/s of the trainer's own step on random windows of the given lengths."""
     import time
-
-    import torch
 
     from recsys.data.vocab import ItemVocab
     from training.lm.attention import training_attention
@@ -234,7 +244,9 @@ def measure_throughput(
 PRESET_CATALOGUE_SIZES = {"amazon": 12101, "movielens": 3706, "synthetic": 600}
 
 
-def run_throughput_benchmark(steps: int, console: Console, command: str, out: Path | None = None) -> dict:
+def run_throughput_benchmark(
+    steps: int, console: Console, command: str, out: Path | None = None, publish: bool = False
+) -> dict:
     from training.lm.model import LMConfig
 
     results = {}
@@ -258,13 +270,12 @@ def run_throughput_benchmark(steps: int, console: Console, command: str, out: Pa
             f"median step {figures['median_step_ms']:.1f} ms, padding {figures['padding_share']:.1%}"
         )
     document = {
-        "date": pipeline.results_document("", command, {})["date"],
-        "hardware": pipeline.hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "malloc_tuned": os.environ.get("MALLOC_MMAP_MAX_") == "0",
         "results": results,
     }
-    target = out or RESULTS_DIR / "train-throughput.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path("train-throughput", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document

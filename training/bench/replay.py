@@ -23,16 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 from rich.console import Console
 
 from recsys import bundle
 from recsys.data.importers import read_dataset
 from recsys.data.synthetic import write_synthetic
 from recsys.data.validate import validate
-from recsys.settings import get_settings
+from recsys.durable import atomic_write
+from recsys.runinfo import hardware, now_iso, results_path
+from recsys.settings import REPO_ROOT, get_settings
 from training import pipeline
-from training.bench.quality import KNOWN_DATASETS, RESULTS_DIR
-from training.nightly.job import NightlyConfig, read_json, run_nightly
+from training.bench.quality import KNOWN_DATASETS
+from training.nightly.job import NightlyConfig, nightly_recipe, read_json, run_nightly
 from training.presets import load_preset
 
 REPLAY_DATASETS = {"ml-1m-half": "movielens", "synthetic": "synthetic"}
@@ -64,14 +67,11 @@ def _slices(events: pl.DataFrame, base_share: float, nights: int) -> list[pl.Dat
 
 
 def _deliver(frame: pl.DataFrame, inbox: Path, name: str) -> None:
-    """Drop a slice into the inbox as the contract's columns, written under a temporary name then renamed."""
-    inbox.mkdir(parents=True, exist_ok=True)
+    """Drop a slice into the inbox as the contract's columns, atomically (the job never reads half a file)."""
     out = frame.select(
         "user_id", "item_id", pl.col("timestamp").cast(pl.String), "event_type", pl.col("value").cast(pl.String)
     )
-    tmp = inbox / f".{name}.tmp"
-    out.write_parquet(tmp)
-    tmp.rename(inbox / name)
+    atomic_write(inbox / name, out.write_parquet)
 
 
 def _night_row(summary: dict[str, Any], cfg: NightlyConfig, wall: float, events: int) -> dict[str, Any]:
@@ -185,12 +185,13 @@ def _scratch_comparison(
 
 
 def converged_reference(
-    dataset: str, warm_ndcg: float | None, replay_scratch_ndcg: float | None = None
+    dataset: str, warm_ndcg: float | None, replay_scratch_ndcg: float | None = None, publish: bool = False
 ) -> dict[str, Any] | None:
     """The LM of `recsys benchmark quality` on the same dataset (trained from scratch on the same full data and
     split the last night has), for context: the replay's own scratch run is time-capped. The warm model is
-    held against the stronger of the two from-scratch models, so a weak reference cannot pass it."""
-    path = RESULTS_DIR / f"quality-{dataset}.json"
+    held against the stronger of the two from-scratch models, so a weak reference cannot pass it. Read from
+    where a quality run with the same `publish` writes."""
+    path = results_path(f"quality-{dataset}", publish, None)
     if not path.exists():
         return None
     quality = json.loads(path.read_text())
@@ -199,7 +200,7 @@ def converged_reference(
         return None
     ndcg = lm["test"]["NDCG@10"]
     return {
-        "source": str(path.relative_to(RESULTS_DIR.parent.parent)),
+        "source": str(path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path),
         "date": quality.get("date"),
         "ndcg10": ndcg,
         "train_wall_s": lm.get("train_wall_s"),
@@ -232,9 +233,11 @@ def both_kill_drills(work: Path, log: Any) -> dict[str, Any]:
     }
 
 
-def rerun_kill_drill(dataset: str, *, console: Console, command: str, out: Path | None = None) -> dict[str, Any]:
+def rerun_kill_drill(
+    dataset: str, *, console: Console, command: str, out: Path | None = None, publish: bool = False
+) -> dict[str, Any]:
     """Run only the SIGKILL drill and put its result into an existing replay summary (the replay is long)."""
-    target = out or RESULTS_DIR / "nightly-replay.json"
+    target = results_path("nightly-replay", publish, out)
     if not target.exists():
         raise FileNotFoundError(f"{target} not found: run the replay first")
     document = json.loads(target.read_text())
@@ -242,10 +245,10 @@ def rerun_kill_drill(dataset: str, *, console: Console, command: str, out: Path 
     shutil.rmtree(work, ignore_errors=True)
     console.rule("SIGKILL drill (synthetic tiny data)")
     document["kill_tests"] = both_kill_drills(work, lambda line: console.print(line, markup=False))
-    document["kill_tests"] |= {"command": command, "date": pipeline.results_document(dataset, command, {})["date"]}
+    document["kill_tests"] |= {"command": command, "date": now_iso()}
     comparison = document.get("warm_vs_scratch") or {}
     document["converged_scratch_reference"] = converged_reference(
-        dataset, comparison.get("warm_ndcg10"), comparison.get("scratch_ndcg10")
+        dataset, comparison.get("warm_ndcg10"), comparison.get("scratch_ndcg10"), publish
     )
     pipeline.write_json(target, document)
     console.print(f"kill drill: {document['kill_tests']['runs']} kills, {document['kill_tests']['failures']} failures")
@@ -259,14 +262,15 @@ def run_replay(
     base_share: float,
     scratch_minutes: float,
     warm_minutes: float,
-    warm_epochs: int,
-    warm_shrink: float,
+    warm_epochs: int | None,
+    warm_shrink: float | None,
     kill_drill: bool,
     reuse_scratch: bool,
     data_root: Path,
     console: Console,
     command: str,
     out: Path | None = None,
+    publish: bool = False,
 ) -> dict[str, Any]:
     work = get_settings().work_dir / "benchmarks" / f"nightly-replay-{dataset}"
     kept = None
@@ -285,11 +289,15 @@ def run_replay(
         journal=None,
         catalogue=catalogue,
         preset=preset,
-        scratch_max_minutes=scratch_minutes,
-        warm_max_minutes=warm_minutes,
-        warm_epochs=warm_epochs,
-        warm_shrink=warm_shrink,
+        # the replay's budgets; epochs and shrink: the preset's nightly recipe unless given (None)
+        recipe={
+            "scratch_max_minutes": scratch_minutes,
+            "warm_max_minutes": warm_minutes,
+            "warm_epochs": warm_epochs,
+            "warm_shrink": warm_shrink,
+        },
     )
+    recipe = nightly_recipe(cfg)
 
     def log(line: str) -> None:
         console.print(line, markup=False, highlight=False)
@@ -326,8 +334,8 @@ def run_replay(
     nightly_rows = rows[1:]
     document = {
         "dataset": dataset,
-        "date": pipeline.results_document(dataset, command, {})["date"],
-        "hardware": pipeline.hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "command": command,
         "protocol": "events sorted by time; the first base_share is the initial history (trained from scratch), the "
         "rest cut into equal nightly slices; each night the nightly job ingests its slice, fine-tunes from "
@@ -338,10 +346,10 @@ def run_replay(
             "preset": preset,
             "scratch_minutes": scratch_minutes,
             "warm_minutes": warm_minutes,
-            "warm_epochs": warm_epochs,
-            "warm_shrink": cfg.warm_shrink,
-            "warm_lr_scale": cfg.warm_lr_scale,
-            "warm_patience": cfg.warm_patience,
+            "warm_epochs": recipe.warm_epochs,
+            "warm_shrink": recipe.warm_shrink,
+            "warm_lr_scale": recipe.warm_lr_scale,
+            "warm_patience": recipe.warm_patience,
             "tolerance": cfg.tolerance,
         },
         "initial": rows[0],
@@ -356,14 +364,13 @@ def run_replay(
             and comparison["time_ratio"] <= 0.5
         ),
         "converged_scratch_reference": converged_reference(
-            dataset, comparison["warm_ndcg10"], comparison["scratch_ndcg10"]
+            dataset, comparison["warm_ndcg10"], comparison["scratch_ndcg10"], publish
         ),
         "gate_refused_worse": refused,
         "gate_drill": gate_drill,
         "kill_tests": kill,
     }
-    target = out or RESULTS_DIR / "nightly-replay.json"
-    pipeline.write_json(target, document)
+    target = pipeline.write_json(results_path("nightly-replay", publish, out), document)
     console.print(f"summary written to [bold]{target}[/]")
     return document
 

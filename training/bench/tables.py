@@ -9,10 +9,8 @@ reports the blocks that disagree (the test suite runs that). Torch-free and stdl
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -663,22 +661,3 @@ def update_readme(readme: Path, results_dir: Path, check: bool = False) -> list[
     if not check and new_text != text:
         atomic_write(readme, lambda tmp: tmp.write_text(new_text, encoding="utf-8"))
     return differing
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.bench.tables", description=__doc__.splitlines()[0])
-    parser.add_argument("--check", action="store_true", help="rewrite nothing; exit 1 if a block is out of date")
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--results", type=Path, default=RESULTS_DIR)
-    args = parser.parse_args(argv)
-    differing = update_readme(args.readme, args.results, check=args.check)
-    names = ", ".join(differing) or "none"
-    if args.check:
-        print(f"README results blocks out of date: {names}")
-        return 1 if differing else 0
-    print(f"README results blocks rewritten: {names}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

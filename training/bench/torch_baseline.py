@@ -19,12 +19,13 @@ import polars as pl
 import uvicorn
 from fastapi import FastAPI, HTTPException
 
+from recsys.bundle.layout import HISTORIES
 from training.lm.model import GenerativeRecommender
 
 
 def create_app(checkpoint: Path, bundle_dir: Path) -> FastAPI:
     model = GenerativeRecommender.load(checkpoint)
-    frame = pl.read_parquet(bundle_dir / "histories.parquet")
+    frame = pl.read_parquet(bundle_dir / HISTORIES)
     histories = dict(zip(frame["user_id"].to_list(), frame["item_ids"].to_list(), strict=True))
     app = FastAPI(title="torch baseline")
 

@@ -11,7 +11,7 @@ FAISS inner-product search over those embeddings returns exactly the model's top
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +22,7 @@ from transformers.utils import logging as hf_logging
 
 from recsys.data.sequences import HoldoutSet, Sequences
 from recsys.data.vocab import ItemVocab
-from recsys.models.base import Recommender, read_card
+from recsys.models.base import EmbeddingScorer, Recommender, read_card
 from recsys.tokens import PAD_TOKEN_ID, left_pad
 
 # TrainConfig.precision -> the dtype of the training step's matrix products
@@ -41,7 +41,7 @@ class LMConfig:
     num_layers: int = 2
     num_heads: int = 2
     intermediate_size: int = 256
-    max_len: int = 50
+    max_len: int = 50  # the history window: sizes the position embeddings and the ONNX input (presets set it)
     attention_dropout: float = 0.2
     embedding_dropout: float = 0.3  # Llama has no residual dropout; sparse ID data needs one on the inputs
     init_std: float = 0.02
@@ -82,7 +82,6 @@ class TrainConfig:
     # export and serving always run in float32.
     precision: str = "fp32"
     log_every: int = 20
-    extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:  # a bad value fails where the config is read, before any training
         if self.precision not in PRECISIONS:
@@ -131,7 +130,7 @@ class UserEncoder(nn.Module):
         return hidden[:, -1, :]
 
 
-class GenerativeRecommender(Recommender):
+class GenerativeRecommender(Recommender, EmbeddingScorer):
     """The LM behind the shared interface: fit fine-tunes, score ranks every item for a history."""
 
     kind = "lm"
@@ -234,9 +233,8 @@ class GenerativeRecommender(Recommender):
         return np.concatenate(out) if out else np.zeros((0, self.config.hidden_size), dtype=np.float32)
 
     @torch.no_grad()
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
-        users = self.user_vectors(histories)
-        return users @ self.item_embeddings().detach().float().cpu().numpy().T
+    def item_vectors(self) -> np.ndarray:
+        return self.item_embeddings().detach().float().cpu().numpy()
 
     def save(self, path: str | Path) -> None:
         assert self.lm is not None and self.vocab is not None
@@ -258,7 +256,10 @@ class GenerativeRecommender(Recommender):
     def load(cls, path: str | Path) -> GenerativeRecommender:
         path = Path(path)
         card = read_card(path)
-        model = cls(LMConfig(**card["config"]), TrainConfig(**card["train_config"]))
+        # cards written before TrainConfig lost its unused `extra` field still carry it: production
+        # checkpoints must keep loading as warm-start bases
+        train_config = {k: v for k, v in card["train_config"].items() if k != "extra"}
+        model = cls(LMConfig(**card["config"]), TrainConfig(**train_config))
         model.lm = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
         model.lm.eval()
         model.vocab = ItemVocab.load(path / VOCAB_FILE)

@@ -3,6 +3,8 @@
 Reads top to bottom: examples (sequence windows) -> length-bucketed batches -> AdamW with warmup + cosine
 decay, gradient clipping -> (optionally) an exponential moving average of the weights -> validation NDCG@10
 every `eval_every` epochs, of the averaged weights when there are any -> early stopping, best weights kept.
+A non-finite epoch loss or validation NDCG@10 stops training with `TrainingDiverged`: NaN weights never
+compare as "best", so without the check training would go on and hand back garbage.
 
 The same loop runs data-parallel under `torchrun` (training/lm/distributed.py): every process draws the same
 global batches, takes its own slice of each, and DistributedDataParallel averages the gradients. Each
@@ -26,12 +28,23 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import get_cosine_with_min_lr_schedule_with_warmup
 
 from recsys.data.sequences import HoldoutSet, Sequences
-from recsys.evaluate import evaluate
+from recsys.evaluate import NonFiniteScores, evaluate
 from recsys.tokens import PAD_TOKEN_ID
 from training.lm import distributed
 from training.lm.attention import fast_dropout, training_attention
 from training.lm.distributed import World
 from training.lm.model import PRECISIONS, GenerativeRecommender
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the validation metric stopped being a finite number: nothing trained from here is usable."""
+
+    def __init__(self, epoch: int, what: str):
+        super().__init__(
+            f"training diverged in epoch {epoch}: {what}. Nothing was saved; lower the learning rate, keep "
+            "gradient clipping on, or train in fp32, then train again."
+        )
+        self.epoch = epoch
 
 
 def training_windows(train: Sequences, max_len: int) -> list[np.ndarray]:
@@ -184,13 +197,21 @@ class WeightAverage:
             average.copy_(live)
 
 
+def _ndcg(model: GenerativeRecommender, holdout: HoldoutSet) -> float:
+    try:
+        return evaluate(model, holdout)["masked"]["NDCG@10"]
+    except NonFiniteScores:
+        return math.nan  # NaN, not an exception: under DDP every process must reach the same all-reduce
+
+
 def valid_ndcg(model: GenerativeRecommender, valid: HoldoutSet, world: World) -> float:
-    """Validation NDCG@10 (masked); under DDP each process scores a slice of the users, the sums are added."""
+    """Validation NDCG@10 (masked), NaN when the model's scores are not finite; under DDP each process scores
+    a slice of the users, the sums are added (a NaN anywhere makes the total NaN everywhere)."""
     if not world.distributed:
-        return evaluate(model, valid)["masked"]["NDCG@10"]
+        return _ndcg(model, valid)
     mine = np.array_split(np.arange(len(valid)), world.size)[world.rank]
     part = HoldoutSet([valid.user_ids[i] for i in mine], [valid.inputs[i] for i in mine], valid.targets[mine])
-    ndcg = evaluate(model, part)["masked"]["NDCG@10"] if len(part) else 0.0
+    ndcg = _ndcg(model, part) if len(part) else 0.0
     total, users = distributed.all_sum([ndcg * len(part), float(len(part))], world)
     return total / max(users, 1.0)
 
@@ -292,6 +313,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                 loss_sum, summed_tokens = distributed.all_sum([loss_sum, float(epoch_tokens)], world)
                 epoch_tokens = int(summed_tokens)
             tokens_seen += epoch_tokens
+            if not math.isfinite(loss_sum):  # summed over the processes above, so all of them stop here
+                raise TrainingDiverged(epoch, f"the training loss is {loss_sum / steps_per_epoch}")
             spent = bool(cfg.max_minutes) and (time.perf_counter() - started) / 60 > cfg.max_minutes
             out_of_time = distributed.any_true(spent, world)  # every process stops after the same epoch
             if valid is None or (epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time):
@@ -299,6 +322,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             if average is not None:
                 average.swap()  # evaluate (and keep, if best) the averaged weights
             ndcg = valid_ndcg(model, valid, world)
+            if not math.isfinite(ndcg):
+                raise TrainingDiverged(epoch, f"validation NDCG@10 is {ndcg} (the model scores NaN or +inf)")
             model.history.append(
                 {
                     "epoch": epoch,

@@ -12,7 +12,6 @@ crash never leaves half a checkpoint at `out`.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from dataclasses import replace
@@ -26,6 +25,7 @@ from safetensors.numpy import save_file
 
 from recsys.data.prepared import load_prepared
 from recsys.data.sequences import Sequences
+from recsys.durable import atomic_write
 from training import pipeline
 from training.coldstart.text_embeddings import KnnProjection, add_items_from_text
 from training.lm import distributed
@@ -38,14 +38,10 @@ def save_text(path: str | Path, embeddings: dict[str, np.ndarray], digests: dict
 
     One file, replaced in one rename, so rows and IDs can never disagree after a crash.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ids = list(embeddings)
     rows = np.stack([embeddings[i] for i in ids]).astype(np.float32) if ids else np.zeros((0, 1), np.float32)
     metadata = {"ids": json.dumps(ids), "sha": json.dumps([(digests or {}).get(i, "") for i in ids])}
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file({"embeddings": rows}, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: save_file({"embeddings": rows}, str(tmp), metadata=metadata))
 
 
 def load_text(path: str | Path | None, with_digests: bool = False):
@@ -124,10 +120,10 @@ def train_candidate(spec: dict[str, Any]) -> dict[str, Any]:
     prepared = load_prepared(spec["prepared"])
     preset = load_preset(spec["preset"], spec.get("overrides"))
     train_config = replace(preset.train, refit_with_valid=False)
-    data = pipeline.split(prepared, preset.max_len)
     base = spec.get("base_model")
     model = GenerativeRecommender(preset.lm, train_config, base_model=base)
     model.init_model(prepared.vocab)
+    data = pipeline.split(prepared, model.max_len)  # a warm start keeps its base's window, not the preset's
     text = load_text(spec.get("text"))
     base_ids: set[str] = set()
     shrink: float | None = None  # the stats say None for a model trained from scratch

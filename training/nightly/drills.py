@@ -69,6 +69,7 @@ TINY_PRESET = {
         "log_every": 1000,
         "num_threads": 1,
     },
+    "nightly": {"warm_epochs": 3},  # the warm start's fine-tune: a few epochs are enough here
 }
 
 
@@ -196,8 +197,6 @@ def nightly_args(sc: Scenario, work: Path, night: int, run_id: str, tolerance: f
         str(sc.catalogue_night1 if night == 1 else sc.catalogue_night2),
         "--preset",
         str(sc.preset),
-        "--warm-epochs",
-        "3",
         "--tolerance",
         str(tolerance),
         "--run-id",
@@ -304,7 +303,6 @@ def kill_drill(
             journal=sc.journal,
             catalogue=sc.catalogue_night1 if night == 1 else sc.catalogue_night2,
             preset=str(sc.preset),
-            warm_epochs=3,
             tolerance=0.5,
             run_id=f"night-{night}",
         )

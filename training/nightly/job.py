@@ -18,6 +18,9 @@ A scheduler (cron, a systemd timer, Airflow) runs it every night. What makes tha
 - **A failed run** leaves production untouched, keeps its artefacts, writes its summary and exits non-zero
   naming the step and the reason. Old bundles are pruned to `retention`, never the current or previous one.
 
+How the candidate trains (the warm start's epochs, shrink-and-perturb, time budgets) is the preset's nightly
+recipe (training.presets.NightlyRecipe), which `recsys nightly` options may override for one run.
+
 Every invocation writes `runs/<run_id>/summary.json` and `summary.txt` (one readable line per step with its
 wall time) and prints those lines. Exit codes: 0 promoted, refused by the gate, or nothing new; 1 failed;
 75 another run holds the lock.
@@ -37,15 +40,19 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from recsys import bundle
 from recsys.bundle import releases, sha256_of
+from recsys.durable import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:  # the presets import torch; the job imports it only in the steps that train
+    from training.presets import NightlyRecipe
 
 STEPS = ("ingest", "prepare", "train", "evaluate", "gate", "export", "verify", "promote", "prune")
 FINAL_STATUSES = ("promoted", "refused", "skipped", "abandoned")
@@ -62,18 +69,9 @@ class NightlyConfig:
     inbox: Path | None = None  # folder of new event files (csv / parquet, contract columns)
     journal: Path | None = None  # the service's SQLite event journal
     catalogue: Path | None = None  # the current catalogue (csv / parquet / MovieLens movies.dat)
-    preset: str = "synthetic"  # architecture and from-scratch training (training/presets/)
-    scratch_max_minutes: float | None = None  # budget when there is no production model to start from
-    warm_max_minutes: float | None = None  # budget of the nightly warm-started fine-tune
-    warm_epochs: int = 12
-    # Shrink and perturb (Ash & Adams, 2020): a model fine-tuned night after night from its own weights
-    # generalises worse than one trained from scratch (measured: 96% of scratch NDCG@10 after a week).
-    # Scaling the production weights by this factor and adding a little noise before fine-tuning keeps what
-    # was learnt but restores plasticity: the fine-tune then runs at the from-scratch learning rate.
-    warm_shrink: float = 0.5  # 1.0: plain warm start
-    warm_lr_scale: float = 1.0
-    warm_warmup_ratio: float = 0.05
-    warm_patience: int = 4
+    preset: str = "synthetic"  # architecture, training and the nightly recipe (training/presets/)
+    # fields of the preset's nightly recipe (training.presets.NightlyRecipe) to override; None: the preset's
+    recipe: dict[str, Any] = field(default_factory=dict)
     tolerance: float = 0.02  # relative NDCG@10 the candidate may lose against production
     retention: int = 5  # sealed bundles kept (besides the current and the previous one)
     keep_runs: int = 30  # run folders kept
@@ -111,17 +109,7 @@ class StepFailed(RuntimeError):
         self.step, self.reason = step, reason
 
 
-# -- small durable-file helpers ----------------------------------------------------------------------------
-def write_json_atomic(path: Path, payload: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        f.write(json.dumps(payload, indent=2, default=str))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
+# -- small helpers ------------------------------------------------------------------------------------------
 def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
@@ -203,7 +191,7 @@ def open_run(cfg: NightlyConfig, log: Callable[[str], None]) -> tuple[Run, bool]
             else:
                 summary = latest / "summary.json"
                 previous = read_json(summary) if summary.exists() else {"run_id": latest.name}
-                write_json_atomic(summary, {**previous, "status": "abandoned"})
+                atomic_write_json(summary, {**previous, "status": "abandoned"})
                 log(f"run {latest.name} was left unfinished on {created:%Y-%m-%d %H:%M}; abandoned (artefacts kept)")
     if chosen is not None and (chosen / "run.json").exists():
         meta = read_json(chosen / "run.json")
@@ -218,7 +206,7 @@ def open_run(cfg: NightlyConfig, log: Callable[[str], None]) -> tuple[Run, bool]
         "config": asdict(cfg),
     }
     path = runs / run_id
-    write_json_atomic(path / "run.json", meta)
+    atomic_write_json(path / "run.json", meta)
     return Run(path, run_id, version, meta["created_at"], meta["production"]), False
 
 
@@ -368,7 +356,18 @@ def _text_embeddings(ctx: Context) -> Path | None:
     return out
 
 
-def _train_overrides(ctx: Context, warm: bool) -> dict[str, Any]:
+def nightly_recipe(cfg: NightlyConfig) -> NightlyRecipe:
+    """The preset's nightly recipe with the run's overrides (`cfg.recipe`; None values keep the preset's)."""
+    from training.presets import NightlyRecipe, load_preset
+
+    given = {k: v for k, v in cfg.recipe.items() if v is not None}
+    known = {f.name for f in fields(NightlyRecipe)}
+    if unknown := sorted(set(given) - known):
+        raise ValueError(f"no nightly recipe field(s) {', '.join(unknown)}; the fields: {', '.join(sorted(known))}")
+    return replace(load_preset(cfg.preset).nightly, **given)
+
+
+def _train_overrides(ctx: Context, recipe: NightlyRecipe, warm: bool) -> dict[str, Any]:
     from training.presets import load_preset
 
     cfg = ctx.cfg
@@ -377,19 +376,18 @@ def _train_overrides(ctx: Context, warm: bool) -> dict[str, Any]:
         raise ValueError(
             f"preset {cfg.preset!r} is an ensemble: the nightly warm-starts one model, give it a single-model preset"
         )
-    base = preset.train
     overrides: dict[str, Any] = {"seed": cfg.seed}
     if warm:
         overrides.update(
-            epochs=cfg.warm_epochs,
-            lr=base.lr * cfg.warm_lr_scale,
-            patience=cfg.warm_patience,
+            epochs=recipe.warm_epochs,
+            lr=preset.train.lr * recipe.warm_lr_scale,
+            patience=recipe.warm_patience,
             eval_every=1,
-            warmup_ratio=cfg.warm_warmup_ratio,
-            max_minutes=cfg.warm_max_minutes or 0.0,
+            warmup_ratio=recipe.warm_warmup_ratio,
+            max_minutes=recipe.warm_max_minutes or 0.0,
         )
-    elif cfg.scratch_max_minutes is not None:
-        overrides["max_minutes"] = cfg.scratch_max_minutes
+    elif recipe.scratch_max_minutes is not None:
+        overrides["max_minutes"] = recipe.scratch_max_minutes
     return {**overrides, **cfg.overrides}
 
 
@@ -403,19 +401,20 @@ def step_train(ctx: Context) -> dict[str, Any]:
     # torch) at one thread: text encoding and training get their normal thread count back.
     torch.set_num_threads(default_threads())
     base = ctx.base_checkpoint()
+    recipe = nightly_recipe(ctx.cfg)
     spec = {
         "prepared": str(ctx.run.prepared),
         "out": str(ctx.run.candidate),
         "preset": ctx.cfg.preset,
-        "overrides": _train_overrides(ctx, warm=base is not None),
+        "overrides": _train_overrides(ctx, recipe, warm=base is not None),
         "base_model": str(base) if base else None,
-        "shrink_perturb": ctx.cfg.warm_shrink,
+        "shrink_perturb": recipe.warm_shrink,
         "text": str(text) if (text := _text_embeddings(ctx)) else None,
         "catalogue_items": ctx.cfg.catalogue_items,
         "shuffle_drill": ctx.cfg.drill_shuffle,
     }
     spec_path = ctx.run.dir / "train_spec.json"
-    write_json_atomic(spec_path, spec)
+    atomic_write_json(spec_path, spec)
     if ctx.cfg.nproc > 1 or ctx.cfg.launcher:
         _launch_training(ctx, spec_path)
     else:
@@ -431,7 +430,7 @@ def step_train(ctx: Context) -> dict[str, Any]:
         f"{stats['catalogue_items_from_text']} catalogue-only item(s) added"
         + ("; GATE DRILL: trained on shuffled sequences" if stats.get("shuffle_drill") else "")
     )
-    return {k: v for k, v in stats.items() if k != "history"} | {"line": line}
+    return {k: v for k, v in stats.items() if k != "history"} | {"recipe": asdict(recipe), "line": line}
 
 
 def _launch_training(ctx: Context, spec_path: Path) -> None:
@@ -463,7 +462,7 @@ def _holdout_and_scorers(ctx: Context) -> tuple[Any, dict[str, Any], Any]:
     prepared = load_prepared(ctx.run.prepared)
     model = GenerativeRecommender.load(ctx.run.candidate)
     vocab = model.vocab
-    data = pipeline.split(prepared, model.config.max_len)
+    data = pipeline.split(prepared, model.max_len)
     retired = retired_items(prepared, vocab.item_ids)
     served = without_items(model, retired)
     scorers: dict[str, Any] = {"candidate": RemappedScorer(served, served.vocab, vocab)}
@@ -492,7 +491,7 @@ def step_evaluate(ctx: Context) -> dict[str, Any]:
         test = evaluate(scorer, data.test)
         results[name] = {"test": test["masked"], "test_unmasked": test["unmasked"]}
     results["candidate"]["valid"] = evaluate(scorers["candidate"], data.valid)["masked"]
-    write_json_atomic(ctx.run.dir / "evaluation.json", results)
+    atomic_write_json(ctx.run.dir / "evaluation.json", results)
     parts = [f"{name} {r['test']['NDCG@10']:.4f}" for name, r in results.items()]
     line = f"test NDCG@10 (masked, {len(data.test):,} users): " + ", ".join(parts)
     return {name: r["test"] for name, r in results.items()} | {"users": len(data.test), "line": line}
@@ -531,7 +530,7 @@ def step_gate(ctx: Context) -> dict[str, Any]:
     }
     if not promote:
         result["stop"] = "refused"
-    write_json_atomic(ctx.run.dir / "gate.json", result)
+    atomic_write_json(ctx.run.dir / "gate.json", result)
     return result
 
 
@@ -691,10 +690,8 @@ def _summary(run: Run, status: str, steps: list[dict[str, Any]], started: float,
 
 
 def _write_summary(run: Run, summary: dict[str, Any], lines: list[str]) -> None:
-    write_json_atomic(run.dir / "summary.json", summary)
-    tmp = run.dir / ".summary.txt.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, run.dir / "summary.txt")
+    atomic_write_json(run.dir / "summary.json", summary)
+    atomic_write_text(run.dir / "summary.txt", "\n".join(lines) + "\n")
 
 
 def run_nightly(cfg: NightlyConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -742,7 +739,7 @@ def _run_locked(cfg: NightlyConfig, log: Callable[[str], None]) -> dict[str, Any
             raise StepFailed(step, reason) from exc
         wall = round(time.perf_counter() - step_started, 1)
         result = {**result, "step": step, "wall_s": wall, "finished_at": datetime.now(UTC).isoformat()}
-        write_json_atomic(run.marker(step), result)
+        atomic_write_json(run.marker(step), result)
         crash_point(f"{step}:done")
         steps.append({"step": step, "status": "ok", "wall_s": wall, "line": result["line"]})
         lines.append(f"{head} | {step:<8} | {wall:6.1f} s | {result['line']}")
@@ -757,7 +754,7 @@ def _run_locked(cfg: NightlyConfig, log: Callable[[str], None]) -> dict[str, Any
     lines.append(f"{head} | {status.upper()} | {summary['wall_s']:.1f} s this invocation")
     log(lines[-1])
     _write_summary(run, summary, lines)
-    write_json_atomic(cfg.work_dir / "last_summary.json", summary)
+    atomic_write_json(cfg.work_dir / "last_summary.json", summary)
     return summary
 
 
