@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,9 @@ from serving.errors import error_response
 log = logging.getLogger("recsys.access")
 
 _BODY_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ServiceMiddleware:
@@ -38,8 +42,10 @@ class ServiceMiddleware:
             return
         started = time.perf_counter()
         state: dict[str, Any] = scope.setdefault("state", {})
-        request_id = _header(scope, b"x-request-id") or f"{self._prefix}{next(self._counter)}"
-        state["request_id"] = request_id[:128]
+        given = _header(scope, b"x-request-id")
+        # A client's ID is echoed and logged, and names the journal's audit batch: only a plain token is kept.
+        request_id = given if given and _REQUEST_ID.fullmatch(given) else f"{self._prefix}{next(self._counter)}"
+        state["request_id"] = request_id
         status = 500
 
         async def send_wrapper(message: Message) -> None:

@@ -6,9 +6,8 @@ so 42 and "42" name the same item. Limits live here so that the schema states th
 
 from __future__ import annotations
 
-import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -32,8 +31,10 @@ MAX_BATCH_QUERIES = 256
 MAX_EVENTS_PER_BATCH = 1000
 
 IdText = Annotated[str, StringConstraints(min_length=1, max_length=MAX_ID_LENGTH)]
+# Integer IDs are 64-bit: an unbounded integer would slip past the string length limit (4,000 digits were stored).
+IdInt = Annotated[StrictInt, Field(ge=-(2**63), le=2**63 - 1)]
 ExternalId = Annotated[
-    IdText | StrictInt,
+    IdText | IdInt,
     AfterValidator(str),
     Field(description="an ID as the source has it: a string (1–256 characters) or an integer"),
 ]
@@ -59,20 +60,28 @@ Flag = Annotated[bool, Field(strict=True)]  # true/false only: 0, "yes" and frie
 _RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
 
 
+# Events happen between the Unix epoch and 2200: anything else is a unit mistake (milliseconds) or garbage.
+MIN_TIMESTAMP, MAX_TIMESTAMP = 0.0, datetime(2200, 1, 1, tzinfo=UTC).timestamp()
+
+
 def _unix_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("timestamp must be an RFC 3339 date-time or Unix seconds, not a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise ValueError("timestamp must be finite")
+        # Compared as given, before float(): a 400-digit integer is refused, not an OverflowError; so are NaN, inf.
+        if not MIN_TIMESTAMP <= value < MAX_TIMESTAMP:
+            raise ValueError("timestamp must be Unix seconds between 1970 and 2200 (milliseconds? divide by 1000)")
         return float(value)
     if isinstance(value, str) and _RFC3339.fullmatch(value):
         # Python keeps microseconds: cut longer fractions rather than refuse them.
         text = re.sub(r"(\.\d{1,6})\d*", r"\1", value.upper().replace("Z", "+00:00"))
         try:
-            return datetime.fromisoformat(text).timestamp()
+            seconds = datetime.fromisoformat(text).timestamp()
         except ValueError as exc:
             raise ValueError(f"timestamp is not a valid date-time: {exc}") from None
+        if not MIN_TIMESTAMP <= seconds < MAX_TIMESTAMP:
+            raise ValueError("timestamp must be between 1970 and 2200")
+        return seconds
     raise ValueError("timestamp must be an RFC 3339 date-time with offset (2026-01-31T12:00:00Z) or Unix seconds")
 
 

@@ -1,6 +1,7 @@
 """Export: ONNX matches torch, FAISS returns the model's own top-k, bundles verify and promote atomically."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -54,7 +55,7 @@ def test_faiss_top_k_equals_full_softmax_top_k(tiny_bundle, tiny_split, tiny_lm)
 def test_bundle_manifest_lists_every_file_with_its_checksum(tiny_bundle):
     root, bundle_dir = tiny_bundle
     manifest = bundle.verify(bundle_dir)
-    on_disk = {p.name for p in bundle_dir.iterdir() if p.name != "manifest.json"}
+    on_disk = {p.relative_to(bundle_dir).as_posix() for p in bundle_dir.rglob("*") if p.is_file()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
     assert {"version", "created_at", "metrics", "model", "files"} <= set(manifest)
     assert bundle.current_version(root) == manifest["version"]
@@ -94,6 +95,14 @@ def test_partial_and_missing_bundles_give_clear_errors(tiny_bundle, tmp_path):
     (copy / "manifest.json").write_text("{not json")
     with pytest.raises(bundle.BundleError, match="corrupt"):
         bundle.verify(copy)
+
+
+def test_a_bundle_whose_folder_is_not_its_version_is_refused(tiny_bundle, tmp_path):
+    _, bundle_dir = tiny_bundle
+    renamed = tmp_path / "not-the-version"
+    shutil.copytree(bundle_dir, renamed)
+    with pytest.raises(bundle.BundleError, match="must be named after its version"):
+        bundle.verify(renamed)
 
 
 def test_promote_refuses_a_corrupt_bundle_and_keeps_current(tiny_bundle, tmp_path):

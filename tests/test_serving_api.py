@@ -229,6 +229,16 @@ def test_admin_reload_needs_the_key(client, known):
                                            b'"timestamp": 1, "value": NaN}]}',
                                 "headers": JSON}, 422, "value"),
         ("POST", "/v1/recommendations", {"json": {"history": ["a" * 200] * 400}}, 413, "limit of 65536 bytes"),
+        ("POST", "/v1/events", {"content": b'{"events": [{"event_id": "e", "user_id": "u", "item_id": "i", '
+                                           b'"timestamp": 1' + b"0" * 400 + b'}]}',
+                                "headers": JSON}, 422, "between 1970 and 2200"),
+        ("POST", "/v1/events", {"json": {"events": [{"event_id": "e", "user_id": "u", "item_id": "i",
+                                                       "timestamp": 1767225600000}]}}, 422, "milliseconds"),
+        ("POST", "/v1/events", {"json": {"events": [{"event_id": "e", "user_id": "u", "item_id": "i",
+                                                       "timestamp": "9999-01-01T00:00:00Z"}]}}, 422, "2200"),
+        ("POST", "/v1/events", {"json": {"events": [{"event_id": "e", "user_id": 10**4000, "item_id": "i",
+                                                       "timestamp": 1}]}}, 422, "body.events.0.user_id"),
+        ("POST", "/v1/recommendations", {"json": {"history": [2**64]}}, 422, "body.history.0"),
         ("GET", "/v1/nope", {}, 404, "no such route"),
         ("GET", "/etc/passwd", {}, 404, "no such route"),
         ("DELETE", "/v1/events", {}, 405, "not allowed"),
@@ -238,6 +248,14 @@ def test_admin_reload_needs_the_key(client, known):
 def test_bad_input_gets_a_clear_4xx(client, method, path, kwargs, status, fragment):
     error = assert_clean_error(client.request(method, path, **kwargs), status)
     assert fragment in error["message"], error
+
+
+def test_a_client_request_id_is_kept_only_when_it_is_a_plain_token(client):
+    plain = client.get("/healthz", headers={"X-Request-ID": "trace-42.a:b"})
+    assert plain.headers["x-request-id"] == "trace-42.a:b"
+    for hostile in ("a b", "x" * 200, "line\tbreak", "<script>"):
+        echoed = client.get("/healthz", headers={"X-Request-ID": hostile}).headers["x-request-id"]
+        assert echoed != hostile and echoed  # replaced by the service's own ID
 
 
 def test_oversized_chunked_body_without_length_is_refused(client):

@@ -15,7 +15,8 @@ import polars as pl
 import torch
 
 from recsys import bundle
-from recsys.bundle.layout import CATALOGUE, ENCODER, HISTORIES, POPULARITY, EncoderSpec
+from recsys.bundle.histories import write_histories
+from recsys.bundle.layout import CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, POPULARITY, EncoderSpec
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
@@ -137,6 +138,7 @@ def export_bundle(
     embeddings = model.item_embeddings().detach().float().numpy()
     ItemIndex.build(embeddings, model.vocab.item_ids).save(staging)
     recent_histories(sequences, model.vocab.item_ids, model.max_len).write_parquet(staging / HISTORIES)
+    write_histories(staging / HISTORY_DIR, sequences.user_ids, [seq[-model.max_len :] for seq in sequences.items])
     counts = np.bincount(np.concatenate(sequences.items), minlength=model.n_items) if sequences.items else []
     (staging / POPULARITY).write_text(json.dumps({"counts": np.asarray(counts).tolist()}))
     adcopy_stats = None

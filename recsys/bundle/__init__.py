@@ -91,6 +91,12 @@ def verify(bundle_dir: str | Path) -> dict[str, Any]:
         raise BundleError(
             f"bundle {bundle_dir} has format {manifest.get('format_version')}, this code reads {FORMAT_VERSION}"
         )
+    if manifest.get("version") != bundle_dir.name:
+        # CURRENT names folders; a folder that says another version would be served under two names.
+        raise BundleError(
+            f"bundle {bundle_dir}: its manifest says version {manifest.get('version')!r}; "
+            "a bundle's folder must be named after its version"
+        )
     for name in REQUIRED:
         if name not in files:
             raise BundleError(f"bundle {bundle_dir} is partial: the manifest lists no {name}")

@@ -18,6 +18,12 @@ ENCODER = "user_encoder.onnx"  # (input_ids, attention_mask), left-padded -> use
 INDEX = "items.faiss"  # item vectors for inner-product search; row = dense item index
 ITEM_IDS = "item_ids.json"  # row -> item ID
 HISTORIES = "histories.parquet"  # user_id, item_ids: each known user's last max_len items
+HISTORY_DIR = "user_histories"  # the same histories as arrays the service memory-maps (recsys.bundle.histories):
+HISTORY_KEYS = "keys.npy"  # uint64 hash of each user ID, ascending
+HISTORY_ID_OFFSETS = "id_offsets.npy"  # int64: user i's ID is id_bytes[offsets[i]:offsets[i + 1]] (UTF-8)
+HISTORY_ID_BYTES = "id_bytes.bin"
+HISTORY_INDPTR = "indptr.npy"  # int64: user i's item rows are items[indptr[i]:indptr[i + 1]]
+HISTORY_ITEMS = "items.npy"  # int32 item rows (row = dense item index, as in the index)
 POPULARITY = "popularity.json"  # {"counts": [...]} per row: the fallback for users without a known history
 CATALOGUE = "catalogue.parquet"  # optional: the item records (titles, ad copy)
 REQUIRED = (ENCODER, INDEX, ITEM_IDS, HISTORIES, POPULARITY)

@@ -19,7 +19,8 @@ import polars as pl
 
 from recsys import bundle
 from recsys.bundle.adcopy import AdCopyAssets
-from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, ENCODER, HISTORIES, POPULARITY, EncoderSpec
+from recsys.bundle.histories import StoredHistories
+from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, POPULARITY, EncoderSpec
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
 from recsys.models.base import MAX_K, EmbeddingScorer, check_k, removals
@@ -71,9 +72,12 @@ class BundleRecommender(EmbeddingScorer):
         self.vocab = ItemVocab(self.index.item_ids)
         self.n_items = len(self.vocab)
         self._item_embeddings = self.index.embeddings()
-        histories = pl.read_parquet(self.path / HISTORIES)
-        self.histories: dict[str, list[str]] = dict(
-            zip(histories["user_id"].to_list(), histories["item_ids"].to_list(), strict=True)
+        # Memory-mapped: shared by every worker through the page cache, O(1) to open whatever the user count.
+        history_dir = self.path / HISTORY_DIR
+        self.histories = (
+            StoredHistories.open(history_dir, self.vocab.item_ids)
+            if history_dir.is_dir()
+            else StoredHistories.from_frame(pl.read_parquet(self.path / HISTORIES), self.vocab.item_ids)
         )
         counts = np.asarray(json.loads((self.path / POPULARITY).read_text())["counts"], dtype=np.float32)
         self.popular = np.argsort(-counts, kind="stable")
