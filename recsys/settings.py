@@ -37,6 +37,9 @@ class Settings(BaseSettings):
         default=None, description="key of the admin routes; they refuse every call when unset"
     )
     max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger request bodies get 413")
+    body_timeout_s: float = Field(
+        default=10.0, gt=0.0, le=300.0, description="a request body not complete by then gets 408 (slow clients)"
+    )
     journal_path: Path | None = Field(
         default=None, description="SQLite event journal (default <work_dir>/journal/events.sqlite3)"
     )

@@ -80,5 +80,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (recommendations, items, adcopy, events, admin, operations):
         app.include_router(module.router)
-    app.add_middleware(ServiceMiddleware, max_body_bytes=settings.max_body_bytes, access_log=settings.access_log)
+    app.add_middleware(
+        ServiceMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout_s=settings.body_timeout_s,
+        access_log=settings.access_log,
+    )
     return app

@@ -7,6 +7,7 @@ that costs a measurable share of a ~1 ms request.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import os
@@ -28,9 +29,12 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class ServiceMiddleware:
-    def __init__(self, app: ASGIApp, max_body_bytes: int, access_log: bool = True) -> None:
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, body_timeout_s: float = 10.0, access_log: bool = True
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self.access_log = access_log
         # Cheap, unique, sortable request IDs: pid + a counter (a uuid4 per request costs more than it says).
         self._prefix = f"{os.getpid():x}-{int(time.time()):x}-"
@@ -82,18 +86,25 @@ class ServiceMiddleware:
             return None
         chunks: list[bytes] = []
         size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return _replay([message], receive)
-            body = message.get("body", b"")
-            size += len(body)
-            if size > self.max_body_bytes:
-                await self._too_large(scope, send, state)
-                return None
-            chunks.append(body)
-            if not message.get("more_body", False):
-                break
+        try:
+            # A body that never finishes would hold its connection (and a worker's memory) for ever.
+            async with asyncio.timeout(self.body_timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return _replay([message], receive)
+                    body = message.get("body", b"")
+                    size += len(body)
+                    if size > self.max_body_bytes:
+                        await self._too_large(scope, send, state)
+                        return None
+                    chunks.append(body)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            message = f"the request body did not arrive within {self.body_timeout_s:g} s"
+            await error_response(state["request_id"], 408, message, "body_timeout")(scope, _nothing_to_read, send)
+            return None
         return _replay([{"type": "http.request", "body": b"".join(chunks), "more_body": False}], receive)
 
     async def _too_large(self, scope: Scope, send: Send, state: dict) -> None:

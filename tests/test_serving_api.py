@@ -6,8 +6,10 @@ One server for the module (starting one costs ~1.5 s); the tests that change sta
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
+import time
 
 import httpx
 import pytest
@@ -22,7 +24,7 @@ JSON = {"content-type": "application/json"}
 def server(tiny_bundle, tmp_path_factory):
     root, _ = tiny_bundle
     work = tmp_path_factory.mktemp("serve-api")
-    env = {"RECSYS_API_KEY": API_KEY, "RECSYS_MAX_BODY_BYTES": "65536"}
+    env = {"RECSYS_API_KEY": API_KEY, "RECSYS_MAX_BODY_BYTES": "65536", "RECSYS_BODY_TIMEOUT_S": "2"}
     process = ServerProcess(root, work, env=env).start()
     yield process
     assert process.stop() == 0, process.log()[-3000:]
@@ -256,6 +258,21 @@ def test_a_client_request_id_is_kept_only_when_it_is_a_plain_token(client):
     for hostile in ("a b", "x" * 200, "line\tbreak", "<script>"):
         echoed = client.get("/healthz", headers={"X-Request-ID": hostile}).headers["x-request-id"]
         assert echoed != hostile and echoed  # replaced by the service's own ID
+
+
+def test_a_body_that_never_finishes_gets_408_and_the_connection_is_freed(server):
+    request = (
+        b"POST /v1/recommendations HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n" + b'{"history": ['
+    )
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as conn:
+        conn.sendall(request)  # 13 of the 100 promised bytes, then nothing
+        started = time.monotonic()
+        answer = conn.recv(65536)
+        waited = time.monotonic() - started
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408"), answer[:200]
+    assert b"did not arrive within 2 s" in body and 1.5 < waited < 8
 
 
 def test_oversized_chunked_body_without_length_is_refused(client):
