@@ -47,6 +47,12 @@ class Settings(BaseSettings):
     live_history_len: int = Field(
         default=200, ge=1, description="live events kept per user on top of the bundle's history"
     )
+    live_max_users: int = Field(
+        default=1_000_000,
+        ge=1,
+        description="users with live events kept per worker; past it the least recently active are forgotten "
+        "(their events stay in the journal and reach the next bundle)",
+    )
     engine_thread: bool = Field(
         default=True,
         description="score on a dedicated thread per worker (onnxruntime and FAISS release the GIL, so HTTP "

@@ -62,7 +62,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    live = LiveHistory(settings.live_history_len)
+    live = LiveHistory(settings.live_history_len, settings.live_max_users)
     services = Services(
         settings=settings,
         holder=EngineHolder(settings.bundles_dir, settings.threads, on_swap=lambda e: live.prune(e.created_ts)),

@@ -2,22 +2,26 @@
 
 The journal's writer thread writes; request handlers on the event loop read. Each user's entries are an
 immutable tuple replaced in one dict assignment, so a reader never sees a half-updated history and needs
-no lock; the lock only orders writers (the tail and a prune after a reload).
+no lock; the lock only orders writers (the tail and a prune after a reload). Bounded: past `max_users` the
+least recently active user is forgotten (the journal keeps the events; the next bundle has them).
 """
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterable
 
+from serving import metrics
 from serving.journal import JournalRow
 
 
 class LiveHistory:
-    def __init__(self, per_user: int = 200) -> None:
+    def __init__(self, per_user: int = 200, max_users: int = 1_000_000) -> None:
         self.per_user = per_user
-        self._users: dict[str, tuple[tuple[float, str], ...]] = {}  # user -> ((received_at, item_id), ...)
+        self.max_users = max_users
+        # user -> ((received_at, item_id), ...), least recently active first
+        self._users: OrderedDict[str, tuple[tuple[float, str], ...]] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
@@ -34,6 +38,10 @@ class LiveHistory:
                 new.sort(key=lambda r: (r.timestamp, r.seq))
                 entries = self._users.get(user_id, ()) + tuple((r.received_at, r.item_id) for r in new)
                 self._users[user_id] = entries[-self.per_user :]
+                self._users.move_to_end(user_id)  # the end is the most recently active
+            while len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+            metrics.LIVE_USERS.set(len(self._users))
 
     def items(self, user_id: str, since: float) -> list[str]:
         """The user's live item IDs received at or after `since` (the bundle's creation), oldest first."""
@@ -53,3 +61,4 @@ class LiveHistory:
                     self._users[user_id] = kept
                 else:
                     del self._users[user_id]
+            metrics.LIVE_USERS.set(len(self._users))

@@ -47,6 +47,9 @@ UNKNOWN_ITEMS = Counter("recsys_unknown_items", "History items the bundle does n
 ADCOPY = Counter("recsys_adcopy", "Ad copy served, by source (precomputed, generated, fallback)", ["source"])
 ADCOPY_TIMEOUTS = Counter("recsys_adcopy_timeouts", "Live ad copy whose generation ran out of time (template served)")
 EVENTS = Counter("recsys_events", "Events received, by result (accepted, duplicate)", ["result"])
+LIVE_USERS = Gauge(
+    "recsys_live_users", "Users with live events held in this process's memory", multiprocess_mode="liveall"
+)
 JOURNAL_PENDING = Gauge(
     "recsys_journal_pending_batches", "Event batches waiting for their commit", multiprocess_mode="livesum"
 )

@@ -44,6 +44,18 @@ def test_live_history_orders_by_event_time_caps_and_filters_by_bundle_time():
     assert len(live) == 0
 
 
+def test_live_history_keeps_the_most_recently_active_users_and_counts_them():
+    from serving import metrics
+
+    live = LiveHistory(per_user=5, max_users=2)
+    live.apply([_row(1, "a", "x", 1.0, 1.0), _row(2, "b", "x", 1.0, 1.0)])
+    live.apply([_row(3, "a", "y", 2.0, 2.0)])  # a is now the most recent
+    live.apply([_row(4, "c", "x", 3.0, 3.0)])  # over the bound: b, the least recently active, goes
+    assert len(live) == 2 and live.items("b", since=0.0) == []
+    assert live.items("a", since=0.0) == ["x", "y"] and live.items("c", since=0.0) == ["x"]
+    assert metrics.LIVE_USERS._value.get() == 2  # noqa: SLF001 - the gauge /metrics reports
+
+
 def _event(timestamp):
     return {"event_id": "e", "user_id": "u", "item_id": "i", "timestamp": timestamp}
 
