@@ -32,7 +32,7 @@ DESCRIPTIONS = {
     401: "The admin key is missing",
     403: "The admin key is wrong, or no admin key is configured",
     404: "Unknown route or item",
-    409: "The bundle was refused and the previous one keeps serving, or it lacks what the route needs",
+    409: "The bundle was refused or lacks what the route needs, or an event_id was reused with another payload",
     413: "The body is larger than the configured limit",
     415: "The body is not sent as JSON (Content-Type: application/json)",
     422: "The request does not match the schema (types, ranges, required fields)",

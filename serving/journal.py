@@ -40,6 +40,7 @@ INSERT = (
     "INSERT OR IGNORE INTO events (event_id, user_id, item_id, timestamp, event_type, value, received_at, batch_id) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+SELECT_PAYLOAD = "SELECT event_id, user_id, item_id, timestamp, event_type, value FROM events WHERE event_id IN"
 TAIL = "SELECT seq, user_id, item_id, timestamp, received_at FROM events WHERE seq > ? ORDER BY seq LIMIT ?"
 TAIL_CHUNK = 10_000
 MAX_GROUP = 256  # batches per transaction; bounds the time one commit holds the write lock
@@ -54,6 +55,11 @@ class EventRecord:
     timestamp: float
     event_type: str | None = None
     value: float | None = None
+
+
+def payload_of(event: EventRecord) -> tuple:
+    """What a retry must repeat exactly: everything but the key, in the journal's column order."""
+    return (event.user_id, event.item_id, event.timestamp, event.event_type, event.value)
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class JournalRow:
 class AppendResult:
     accepted: int  # new events, now durable
     duplicates: int  # events whose key was already in the journal (a retry): not stored twice
+    conflicts: tuple[str, ...] = ()  # keys already journalled with another payload: then nothing was stored
 
 
 class JournalError(Exception):
@@ -221,6 +228,7 @@ class Journal:
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             for job in jobs:
+                self._conn.execute("SAVEPOINT batch")
                 before = self._conn.total_changes
                 self._conn.executemany(
                     INSERT,
@@ -239,7 +247,12 @@ class Journal:
                     ],
                 )
                 accepted = self._conn.total_changes - before
-                results.append(AppendResult(accepted, len(job.events) - accepted))
+                conflicts = self._conflicts(job.events) if accepted < len(job.events) else ()
+                if conflicts:  # all or nothing: the client must see which keys it reused, then resend
+                    self._conn.execute("ROLLBACK TO batch")
+                    accepted = 0
+                self._conn.execute("RELEASE batch")
+                results.append(AppendResult(accepted, len(job.events) - accepted - len(conflicts), conflicts))
             self._conn.execute("COMMIT")  # synchronous=FULL: the WAL is fsync'd before this returns
         except Exception as exc:  # noqa: BLE001 - whatever failed, nothing of the group is stored or acked
             with contextlib.suppress(sqlite3.Error):
@@ -253,9 +266,22 @@ class Journal:
         for result in results:
             metrics.EVENTS.labels("accepted").inc(result.accepted)
             metrics.EVENTS.labels("duplicate").inc(result.duplicates)
+            metrics.EVENTS.labels("conflict").inc(len(result.conflicts))
         self._tail_safely()  # acknowledged events must already be visible in the live histories
         for job, result in zip(jobs, results, strict=True):
             job.loop.call_soon_threadsafe(_settle, job.future, result, None)
+
+    def _conflicts(self, events: Sequence[EventRecord]) -> tuple[str, ...]:
+        """Keys of `events` whose journalled payload differs from theirs (a retry repeats the payload)."""
+        assert self._conn is not None
+        stored: dict[str, tuple] = {}
+        keys = list({e.event_id for e in events})
+        for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
+            chunk = keys[start : start + 500]
+            query = f"{SELECT_PAYLOAD} ({','.join('?' * len(chunk))})"
+            stored.update((row[0], row[1:]) for row in self._conn.execute(query, chunk))
+        differing = {e.event_id for e in events if stored[e.event_id] != payload_of(e)}
+        return tuple(sorted(differing))
 
     def _tail_safely(self) -> None:
         try:

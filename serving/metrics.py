@@ -46,7 +46,7 @@ FALLBACKS = Counter("recsys_fallbacks", "Popularity fallbacks served, by reason"
 UNKNOWN_ITEMS = Counter("recsys_unknown_items", "History items the bundle does not know (ignored)")
 ADCOPY = Counter("recsys_adcopy", "Ad copy served, by source (precomputed, generated, fallback)", ["source"])
 ADCOPY_TIMEOUTS = Counter("recsys_adcopy_timeouts", "Live ad copy whose generation ran out of time (template served)")
-EVENTS = Counter("recsys_events", "Events received, by result (accepted, duplicate)", ["result"])
+EVENTS = Counter("recsys_events", "Events received, by result (accepted, duplicate, conflict)", ["result"])
 LIVE_USERS = Gauge(
     "recsys_live_users", "Users with live events held in this process's memory", multiprocess_mode="liveall"
 )

@@ -155,6 +155,16 @@ def test_events_change_the_next_recommendations_and_retries_are_not_double_count
     assert not {i["item_id"] for i in after["items"]} & set(known["items"][10:13])
 
 
+def test_an_event_id_reused_with_another_payload_is_a_conflict_and_nothing_of_its_batch_is_stored(client, known):
+    original = _events("conflict-user", known["items"][20:21], "conflict")
+    assert client.post("/v1/events", json={"events": original}).json()["accepted"] == 1
+    changed = [{**original[0], "item_id": known["items"][21]}, *_events("conflict-user", known["items"][22:23], "new")]
+    error = assert_clean_error(client.post("/v1/events", json={"events": changed}), 409)
+    assert error["code"] == "event_id_conflict" and "conflict-0" in error["message"]
+    assert client.post("/v1/events", json={"events": changed[1:]}).json()["accepted"] == 1  # was not stored
+    assert client.post("/v1/events", json={"events": original}).json()["duplicates"] == 1  # a true retry
+
+
 def test_events_extend_a_known_users_history(client, known):
     user = known["user"]
     before = client.get(f"/v1/users/{user}/recommendations", params={"k": 10}).json()
