@@ -74,3 +74,24 @@ def data_synthetic(
 
     events, catalogue = write_synthetic(out, preset, seed)
     console.print(f"wrote {events} and {catalogue}")
+
+
+@app.command("synth")
+def data_synth(
+    out: Path = typer.Option(..., help="folder for catalogue.parquet, events/part-*.parquet and summary.json"),
+    items: int = typer.Option(1_000_000, min=1),
+    users: int = typer.Option(1_000_000, min=1),
+    events: int = typer.Option(20_000_000, min=3, help="exactly this many; 3..max-length per user"),
+    max_length: int = typer.Option(500, min=3, help="events per user at most"),
+    chunk_users: int = typer.Option(50_000, min=1, help="users generated and written at a time (bounds memory)"),
+    seed: int = typer.Option(0),
+) -> None:
+    """A large synthetic world for scale tests, streamed to partitioned parquet in bounded memory."""
+    from recsys.data.scale import ScaleWorld, write_scale_world
+
+    try:
+        world = ScaleWorld(items, users, events, max_length=max_length, chunk_users=chunk_users, seed=seed)
+    except ValueError as exc:
+        fail(str(exc))
+    summary = write_scale_world(world, out, log=console.print)
+    console.print(f"wrote {out}: {summary['wall_s']} s, peak RSS {summary['peak_rss_mb']} MB")
