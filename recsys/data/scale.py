@@ -92,18 +92,21 @@ def write_scale_world(world: ScaleWorld, out: str | Path, log=print) -> dict:
     lengths = _lengths(world, rng)
     n_chunks = (world.users + world.chunk_users - 1) // world.chunk_users
     for chunk in range(n_chunks):
+        # Longest first: step t only touches the users still active, so the work is the events, not users x max.
         users = np.arange(chunk * world.chunk_users, min((chunk + 1) * world.chunk_users, world.users))
+        users = users[np.argsort(-lengths[users], kind="stable")]
         length = lengths[users]
-        items = np.empty((len(users), int(length.max())), dtype=np.int64)
+        items = np.zeros((len(users), int(length.max())), dtype=np.int64)
         items[:, 0] = _sample(cumulative, np.zeros(len(users), np.int64), np.full(len(users), world.items), rng)
         for t in range(1, items.shape[1]):
-            prev = items[:, t - 1]
+            active = int(np.count_nonzero(length > t))
+            prev = items[:active, t - 1]
             cat_low, cat_high = first[category[prev]], last[category[prev]]
             successor = np.where(prev + 1 < cat_high, prev + 1, cat_low)  # the chain wraps within its category
             in_category = _sample(cumulative, cat_low, cat_high, rng)
             anywhere = _sample(cumulative, np.zeros_like(prev), np.full_like(prev, world.items), rng)
-            draw = rng.random(len(users))
-            items[:, t] = np.where(
+            draw = rng.random(active)
+            items[:active, t] = np.where(
                 draw < world.p_next, successor, np.where(draw < world.p_next + world.p_category, in_category, anywhere)
             )
         keep = np.arange(items.shape[1])[None, :] < length[:, None]
