@@ -23,7 +23,7 @@ from pydantic import (
 )
 
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE
-from recsys.bundle.reader import MAX_K
+from recsys.models.base import MAX_K
 
 MAX_ID_LENGTH = 256
 MAX_HISTORY_ITEMS = 1000  # accepted per request; the model reads the last max_len of them (says so)

@@ -23,10 +23,8 @@ from recsys.bundle.histories import StoredHistories
 from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, POPULARITY, EncoderSpec
 from recsys.data.vocab import ItemVocab
 from recsys.index import ItemIndex
-from recsys.models.base import MAX_K, EmbeddingScorer, check_k, removals
+from recsys.models.base import EmbeddingScorer, check_k, removals
 from recsys.tokens import left_pad
-
-__all__ = ["MAX_K", "BundleRecommender", "Query", "Recommendations", "check_k"]  # the service imports these
 
 
 @dataclass

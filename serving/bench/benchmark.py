@@ -27,11 +27,10 @@ from recsys import bundle
 from recsys.bundle.layout import HISTORIES
 from recsys.durable import atomic_write_json
 from recsys.harness import HOST, ServerProcess, free_port, stop_process, wait_until_ready
-from recsys.runinfo import PUBLISHED_DIR, hardware, now_iso, results_path
+from recsys.runinfo import hardware, now_iso, results_path
 from recsys.settings import REPO_ROOT
 from serving.bench.loadgen import LoadResult, run_load
 
-RESULTS = PUBLISHED_DIR / "serving.json"  # kept for callers that still pass it as `out`; prefer publish=True
 BASELINE_MODULE = "training.bench.torch_baseline"  # run as a child process: the service side never imports torch
 
 

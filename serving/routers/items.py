@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
 
-from recsys.bundle.reader import MAX_K
+from recsys.models.base import MAX_K
 from serving.dependencies import Engine, ServicesDep
 from serving.errors import ApiError, responses
 from serving.schemas import MAX_ID_LENGTH, ScoredItem, SimilarItems

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from recsys.bundle import reader as engine_mod
-from recsys.bundle.reader import MAX_K, Recommendations
+from recsys.bundle.reader import Recommendations
+from recsys.models.base import MAX_K
 from serving import metrics
 from serving.dependencies import Engine, ServicesDep
 from serving.errors import responses
