@@ -34,11 +34,14 @@ demo: $(STAMP)
 	$(BIN)/recsys demo
 	if [ "$(SERVE)" = "1" ]; then $(BIN)/recsys serve; fi
 
-# The report's browser test renders HTML in Debian's headless Chromium: installed here when missing (as root,
-# with apt). Elsewhere that test is skipped with a warning; under CI a failed install fails the run.
+# The report's browser test renders HTML in Debian's headless Chromium, and the shared-store tests start their own
+# redis-server: both are installed here when missing (as root, with apt). Elsewhere those tests are skipped with a
+# warning; under CI a failed install fails the run.
 test: $(STAMP) $(SERVE_STAMP)
 	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
 		|| { echo "warning: could not install chromium: the report's browser test will be skipped"; test -z "$$CI"; }
+	@command -v redis-server >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq redis-server >/dev/null) \
+		|| { echo "warning: could not install redis-server: the shared-store tests will be skipped"; test -z "$$CI"; }
 	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest
 

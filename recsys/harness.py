@@ -151,3 +151,66 @@ class ServerProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class RedisServer:
+    """`redis-server` on 127.0.0.1 with the durability the shared event store needs, its files in `directory`.
+
+    The settings are the ones an operator runs with (README, "Several replicas"): the append-only file with an
+    fsync before every reply, no RDB snapshots (the AOF is the copy), loopback only.
+    """
+
+    def __init__(self, directory: str | Path, port: int | None = None, fsync: str = "always") -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.fsync = fsync
+        self.process: subprocess.Popen | None = None
+        self.log_path = self.directory / "redis.log"
+
+    @property
+    def url(self) -> str:
+        return f"redis://{HOST}:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port", str(self.port),
+            "--bind", HOST,
+            "--dir", str(self.directory),
+            "--appendonly", "yes",
+            "--appendfsync", self.fsync,
+            "--save", "",
+            "--logfile", str(self.log_path),
+        ]  # fmt: skip
+
+    def start(self, timeout_s: float = 20.0) -> RedisServer:
+        self.process = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.process.returncode}:\n{self.log()[-2000:]}")
+            with contextlib.suppress(OSError), socket.create_connection((HOST, self.port), timeout=0.5) as s:
+                s.sendall(b"PING\r\n")
+                if s.recv(64).startswith(b"+PONG"):  # not -LOADING: the AOF is replayed
+                    return self
+            time.sleep(0.05)
+        raise RuntimeError(f"redis-server not ready after {timeout_s} s:\n{self.log()[-2000:]}")
+
+    def stop(self) -> int | None:
+        return None if self.process is None else stop_process(self.process)
+
+    def kill(self) -> None:
+        """SIGKILL: what survives is what the append-only file holds."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

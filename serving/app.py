@@ -1,4 +1,4 @@
-"""The FastAPI application: `create_app(settings)` wires the engine holder, the journal, the live histories,
+"""The FastAPI application: `create_app(settings)` wires the engine holder, the event store,
 the routers, the error handlers and the middleware; `recsys serve` runs it under uvicorn (serving/server.py).
 """
 
@@ -16,10 +16,9 @@ from fastapi import FastAPI
 from recsys.settings import Settings, get_settings
 from serving import errors
 from serving.dependencies import Services
-from serving.journal import Journal
-from serving.live import LiveHistory
+from serving.event_store import open_event_store
 from serving.middleware import ServiceMiddleware
-from serving.routers import adcopy, admin, events, items, operations, recommendations
+from serving.routers import adcopy, admin, events, items, operations, preview, recommendations
 from serving.state import EngineHolder, ReloadFailed
 
 log = logging.getLogger("recsys.service")
@@ -33,9 +32,9 @@ Errors are `{"error": {"code", "message", "details", "request_id"}}`.
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Bundle, then journal, then watcher: the bundle's creation time says which journalled events to replay
-    into the live histories. Without a usable bundle the process still starts: /readyz answers 503 until the
-    watcher loads one that gets promoted, and events are journalled meanwhile."""
+    """Bundle, then event store, then watcher: the bundle's ingest watermark says which stored events are live.
+    Without a usable bundle the process still starts: /readyz answers 503 until the watcher loads one that gets
+    promoted, and events are stored meanwhile."""
     services: Services = app.state.services
     settings = services.settings
     try:
@@ -43,11 +42,17 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     except ReloadFailed as exc:
         log.error("starting without a bundle", extra={"fields": {"error": str(exc)}})
     engine = services.holder.engine
-    await asyncio.to_thread(services.journal.start, engine.created_ts if engine else 0.0)
+    await services.store.open(engine)
     watcher = asyncio.create_task(services.holder.watch(settings.reload_poll_s), name="bundle-watcher")
     log.info(
         "service ready" if engine else "service up, not ready",
-        extra={"fields": {"bundle_version": engine.version if engine else None, "live_users": len(services.live)}},
+        extra={
+            "fields": {
+                "bundle_version": engine.version if engine else None,
+                "event_store": services.store.kind,
+                "live_users": services.store.live_users,
+            }
+        },
     )
     try:
         yield
@@ -55,19 +60,18 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await watcher
-        await asyncio.to_thread(services.journal.stop)  # commits whatever is queued before the process exits
+        await services.store.close()
         if services.executor is not None:
             services.executor.shutdown(wait=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    live = LiveHistory(settings.live_history_len, settings.live_max_users)
+    store = open_event_store(settings)
     services = Services(
         settings=settings,
-        holder=EngineHolder(settings.bundles_dir, settings.threads, on_swap=lambda e: live.prune(e.created_ts)),
-        journal=Journal(settings.journal_file, on_rows=live.apply),
-        live=live,
+        holder=EngineHolder(settings.bundles_dir, settings.threads, on_swap=store.on_swap),
+        store=store,
         executor=ThreadPoolExecutor(1, thread_name_prefix="engine") if settings.engine_thread else None,
     )
     app = FastAPI(
@@ -80,6 +84,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (recommendations, items, adcopy, events, admin, operations):
         app.include_router(module.router)
+    if settings.preview:  # a page for people looking at the model; absent (404) unless asked for
+        app.include_router(preview.router)
     app.add_middleware(
         ServiceMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -1,4 +1,4 @@
-"""What route handlers get injected: the engine serving now, the journal, the live histories, the admin check.
+"""What route handlers get injected: the engine serving now, the event store, the admin check.
 
 The dependencies are `async def` on purpose: FastAPI runs a plain `def` dependency in its thread pool, and
 those hops cost more than the whole engine call (~0.2 ms each, measured).
@@ -19,8 +19,7 @@ from fastapi.security import APIKeyHeader
 from recsys.bundle.reader import BundleRecommender
 from recsys.settings import Settings
 from serving.errors import ApiError
-from serving.journal import Journal
-from serving.live import LiveHistory
+from serving.event_store import EventStore
 from serving.state import EngineHolder
 
 T = TypeVar("T")
@@ -30,8 +29,7 @@ T = TypeVar("T")
 class Services:
     settings: Settings
     holder: EngineHolder
-    journal: Journal
-    live: LiveHistory
+    store: EventStore  # acknowledged events and each user's live history (embedded journal or shared Redis)
     # One scoring thread per worker: onnxruntime and FAISS release the GIL, so while it scores one request the
     # event loop can parse, validate and serialise the others on the other core. It costs a thread hop per
     # request (~0.1 ms). One thread, not a pool: intra-op threads stay at 1, requests never fight for cores.

@@ -25,6 +25,7 @@ CODES = {
     413: "body_too_large",
     415: "unsupported_media_type",
     422: "invalid_request",
+    429: "too_many_requests",
     503: "not_ready",
 }
 DESCRIPTIONS = {
@@ -36,6 +37,7 @@ DESCRIPTIONS = {
     413: "The body is larger than the configured limit",
     415: "The body is not sent as JSON (Content-Type: application/json)",
     422: "The request does not match the schema (types, ranges, required fields)",
+    429: "Too many requests of this kind are being served: retry after the Retry-After seconds",
     503: "No verified bundle is loaded yet, or the journal is unavailable",
 }
 

@@ -14,11 +14,13 @@ import queue
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving import metrics
+from serving.live import LiveCutoff
 
 log = logging.getLogger("recsys.journal")
 
@@ -35,6 +37,7 @@ CREATE TABLE IF NOT EXISTS events (
     batch_id TEXT NOT NULL            -- the request that first delivered it (audit, tests)
 );
 CREATE INDEX IF NOT EXISTS events_received_at ON events (received_at);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);  -- store_id: this journal's identity
 """
 INSERT = (
     "INSERT OR IGNORE INTO events (event_id, user_id, item_id, timestamp, event_type, value, received_at, batch_id) "
@@ -117,6 +120,8 @@ def connect(path: str | Path, readonly: bool = False) -> sqlite3.Connection:
     conn.execute("PRAGMA synchronous=FULL")  # WAL fsyncs every commit (NORMAL could lose acknowledged events)
     conn.execute("PRAGMA busy_timeout=10000")  # other workers' commits: wait, do not fail
     conn.executescript(SCHEMA)
+    # A random identity, made once: a bundle's watermark names it, so a replaced journal is never read as this one
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
     return conn
 
 
@@ -131,6 +136,7 @@ class Journal:
         self.on_rows = on_rows or (lambda rows: None)
         self.tail_interval_s = tail_interval_s
         self.applied_seq = 0
+        self.store_id: str | None = None  # known once started
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -139,9 +145,10 @@ class Journal:
         self._reader: sqlite3.Connection | None = None  # the event loop's, for lag() at scrape time
 
     # -- lifecycle --------------------------------------------------------------------------------------
-    def start(self, replay_since: float = 0.0) -> None:
-        """Open the journal, replay events received since `replay_since` into on_rows, start the writer."""
-        self._thread = threading.Thread(target=self._run, args=(replay_since,), name="journal-writer", daemon=True)
+    def start(self, replay_from: Callable[[str], LiveCutoff] = lambda _store_id: LiveCutoff(None, 0.0)) -> None:
+        """Open the journal, replay the events the serving bundle lacks into on_rows, start the writer.
+        `replay_from(store_id)` says which those are (the bundle's watermark names a journal by its identity)."""
+        self._thread = threading.Thread(target=self._run, args=(replay_from,), name="journal-writer", daemon=True)
         self._thread.start()
         self._ready.wait()
         if self._start_error is not None:
@@ -175,10 +182,11 @@ class Journal:
             metrics.JOURNAL_PENDING.dec()
 
     # -- the writer thread --------------------------------------------------------------------------------
-    def _run(self, replay_since: float) -> None:
+    def _run(self, replay_from: Callable[[str], LiveCutoff]) -> None:
         try:
             self._conn = connect(self.path)
-            self._replay(replay_since)
+            self.store_id = self._conn.execute("SELECT value FROM meta WHERE key = 'store_id'").fetchone()[0]
+            self._replay(replay_from(self.store_id))
         except Exception as exc:  # noqa: BLE001 - reported to start() and raised there
             self._start_error = exc
             self._ready.set()
@@ -209,14 +217,19 @@ class Journal:
         with contextlib.suppress(sqlite3.Error):
             self._conn.close()
 
-    def _replay(self, since: float) -> None:
+    def _replay(self, cutoff: LiveCutoff) -> None:
         assert self._conn is not None
         head = self._conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-        first = self._conn.execute("SELECT min(seq) FROM events WHERE received_at >= ?", (since,)).fetchone()[0]
-        self.applied_seq = (first - 1) if first is not None else head
+        if cutoff.seq is not None:
+            self.applied_seq = min(cutoff.seq, head)
+        else:
+            first = self._conn.execute(
+                "SELECT min(seq) FROM events WHERE received_at >= ?", (cutoff.received_ts,)
+            ).fetchone()[0]
+            self.applied_seq = (first - 1) if first is not None else head
         self._tail()
         metrics.JOURNAL_APPLIED.set(self.applied_seq)
-        log.info("journal opened", extra={"fields": {"head_seq": head, "replayed_since": since}})
+        log.info("journal opened", extra={"fields": {"head_seq": head, "replayed_after_seq": cutoff.seq}})
 
     def _commit(self, jobs: list[_Job]) -> None:
         """Every batch that queued during the previous fsync, in one transaction (group commit: one fsync

@@ -47,6 +47,10 @@ UNKNOWN_ITEMS = Counter("recsys_unknown_items", "History items the bundle does n
 ADCOPY = Counter("recsys_adcopy", "Ad copy served, by source (precomputed, generated, fallback)", ["source"])
 ADCOPY_TIMEOUTS = Counter("recsys_adcopy_timeouts", "Live ad copy whose generation ran out of time (template served)")
 EVENTS = Counter("recsys_events", "Events received, by result (accepted, duplicate, conflict)", ["result"])
+LIVE_READ_FAILURES = Counter(
+    "recsys_live_read_failures",
+    "Requests answered from the bundle alone because the shared event store could not be read",
+)
 LIVE_USERS = Gauge(
     "recsys_live_users", "Users with live events held in this process's memory", multiprocess_mode="liveall"
 )
@@ -65,6 +69,20 @@ JOURNAL_COMMIT_SECONDS = Histogram(
     "recsys_journal_commit_seconds",
     "Time of one group commit (inserts + fsync)",
     buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+)
+BATCH_REJECTIONS = Counter(
+    "recsys_batch_rejections",
+    "Batch requests refused before scoring, by reason (busy: no slot within batch_wait_s, 429; "
+    "too_large: more results than max_batch_results, 422)",
+    ["reason"],
+)
+BATCHES_IN_FLIGHT = Gauge(
+    "recsys_batches_in_flight", "Batch requests holding a slot (scoring or rendering)", multiprocess_mode="livesum"
+)
+BATCH_SLOT_WAIT = Histogram(
+    "recsys_batch_slot_wait_seconds",
+    "Time a batch request waited for a slot, admitted ones only (near batch_wait_s: the limit is too tight)",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 
 

@@ -117,6 +117,11 @@ class Recommendation(BaseModel):
     unknown_items: list[str] = Field(description="history items this bundle does not know; they were ignored")
     history_length: int = Field(description="known history items the model read")
     history_truncated: bool = Field(description="the known history was longer than the model's max length")
+    live_events_unavailable: bool = Field(
+        default=False,
+        description="true: the event store could not be read, so this answer uses the bundle's history alone "
+        "(events since the bundle are missing); it recovers by itself",
+    )
 
 
 class HistoryQuery(_Strict):
@@ -140,7 +145,13 @@ class RecommendRequest(HistoryQuery):
 
 
 class BatchRecommendRequest(_Strict):
-    queries: list[HistoryQuery] = Field(min_length=1, max_length=MAX_BATCH_QUERIES)
+    queries: list[HistoryQuery] = Field(
+        min_length=1,
+        max_length=MAX_BATCH_QUERIES,
+        description=f"1..{MAX_BATCH_QUERIES} queries; the server also bounds len(queries) × k "
+        "(RECSYS_MAX_BATCH_RESULTS, 10,000 by default: 422 beyond it, split the batch) and the batches it serves "
+        "at once (429 with Retry-After)",
+    )
     k: K = 10
     exclude_seen: Flag = True
 
@@ -231,7 +242,13 @@ class Health(BaseModel):
 
 
 class Readiness(BaseModel):
-    status: Literal["ready", "not_ready"]
+    status: Literal["ready", "degraded", "not_ready"] = Field(
+        description="degraded: a bundle serves but the event store is unreachable (recommendations answer from the "
+        "bundle alone, events get 503); a load balancer should keep routing reads to it"
+    )
+    event_store: str | None = Field(default=None, description="sqlite (this machine's journal) or redis (shared)")
+    event_store_reachable: bool | None = None
+    event_store_error: str | None = None
     bundle_version: str | None = None
     bundle_created_at: str | None = None
     items: int | None = None

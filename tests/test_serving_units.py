@@ -10,9 +10,11 @@ from pydantic import ValidationError
 
 from recsys.bundle import BundleError
 from serving.journal import JournalRow
-from serving.live import LiveHistory
+from serving.live import LiveCutoff, LiveHistory, cutoff_for
 from serving.schemas import Event, RecommendRequest
 from serving.state import public_message
+
+ALL = LiveCutoff(None, 0.0)  # every stored event is live (no bundle)
 
 
 def test_public_message_keeps_versions_and_file_names_but_no_server_path(tmp_path):
@@ -33,15 +35,38 @@ def _row(seq, user, item, ts, received):
 def test_live_history_orders_by_event_time_caps_and_filters_by_bundle_time():
     live = LiveHistory(per_user=3)
     live.apply([_row(1, "u", "b", ts=20.0, received=100.0), _row(2, "u", "a", ts=10.0, received=100.0)])
-    assert live.items("u", since=0.0) == ["a", "b"]  # a batch's events in their own time order
+    assert live.items("u", ALL) == ["a", "b"]  # a batch's events in their own time order
     live.apply([_row(3, "u", "c", 30.0, 200.0), _row(4, "u", "d", 40.0, 200.0)])
-    assert live.items("u", since=0.0) == ["b", "c", "d"]  # capped at per_user, newest kept
-    assert live.items("u", since=150.0) == ["c", "d"]  # only what the bundle cannot know
-    assert live.items("nobody", since=0.0) == []
-    live.prune(before=150.0)
-    assert live.items("u", since=0.0) == ["c", "d"]
-    live.prune(before=1000.0)
-    assert len(live) == 0
+    assert live.items("u", ALL) == ["b", "c", "d"]  # capped at per_user, newest kept
+    assert live.items("u", LiveCutoff(None, 150.0)) == ["c", "d"]  # only what the bundle cannot know
+    assert live.items("nobody", ALL) == []
+
+
+def test_live_history_follows_the_ingest_watermark_not_the_bundle_time():
+    """Events that arrived after the nightly's ingest but before its bundle was built are not in the bundle:
+    with a watermark they stay live, even though they were received before the bundle's creation time."""
+    live = LiveHistory(per_user=10)
+    live.apply([_row(1, "u", "a", 1.0, 100.0), _row(2, "u", "b", 2.0, 110.0), _row(3, "u", "c", 3.0, 120.0)])
+    ingested_up_to_1_built_at_130 = LiveCutoff(seq=1, received_ts=130.0)
+    assert live.items("u", ingested_up_to_1_built_at_130) == ["b", "c"]
+    assert live.items("u", LiveCutoff(None, 130.0)) == []  # what pruning by creation time used to lose
+    # a newer bundle, then a rollback to the one before it: its live events are back
+    assert live.items("u", LiveCutoff(seq=3, received_ts=200.0)) == []
+    assert live.items("u", ingested_up_to_1_built_at_130) == ["b", "c"]
+
+
+class _Bundle:
+    def __init__(self, mark, created_ts=50.0):
+        self.events_watermark, self.created_ts = mark, created_ts
+
+
+def test_cutoff_uses_the_watermark_only_from_the_same_store():
+    mark = {"location": "sqlite", "store_id": "s1", "seq": 7}
+    assert cutoff_for(_Bundle(mark), "sqlite", "s1") == LiveCutoff(7, 50.0)
+    assert cutoff_for(_Bundle(mark), "sqlite", "other") == LiveCutoff(None, 50.0)  # another store's seq
+    assert cutoff_for(_Bundle(mark), "redis://h:1/0", "s1") == LiveCutoff(None, 50.0)
+    assert cutoff_for(_Bundle(None), "sqlite", "s1") == LiveCutoff(None, 50.0)  # a bundle built by hand
+    assert cutoff_for(None, "sqlite", "s1") == ALL
 
 
 def test_live_history_keeps_the_most_recently_active_users_and_counts_them():
@@ -51,8 +76,8 @@ def test_live_history_keeps_the_most_recently_active_users_and_counts_them():
     live.apply([_row(1, "a", "x", 1.0, 1.0), _row(2, "b", "x", 1.0, 1.0)])
     live.apply([_row(3, "a", "y", 2.0, 2.0)])  # a is now the most recent
     live.apply([_row(4, "c", "x", 3.0, 3.0)])  # over the bound: b, the least recently active, goes
-    assert len(live) == 2 and live.items("b", since=0.0) == []
-    assert live.items("a", since=0.0) == ["x", "y"] and live.items("c", since=0.0) == ["x"]
+    assert len(live) == 2 and live.items("b", ALL) == []
+    assert live.items("a", ALL) == ["x", "y"] and live.items("c", ALL) == ["x"]
     assert metrics.LIVE_USERS._value.get() == 2  # noqa: SLF001 - the gauge /metrics reports
 
 

@@ -16,10 +16,10 @@ import torch
 
 from recsys import bundle
 from recsys.bundle.histories import write_histories
-from recsys.bundle.layout import CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, POPULARITY, EncoderSpec
+from recsys.bundle.layout import CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, INDEX_ENTRY, POPULARITY, EncoderSpec
 from recsys.data.sequences import Sequences
 from recsys.data.vocab import ItemVocab
-from recsys.index import ItemIndex
+from recsys.index import IndexParams, ItemIndex
 from recsys.tokens import left_pad
 from training.adcopy.batch import write_adcopy_assets
 from training.lm.ensemble import EnsembleRecommender
@@ -124,19 +124,23 @@ def export_bundle(
     version: str | None = None,
     before_seal: Callable[[Path], None] | None = None,
     adcopy: AdCopyPlan | None = None,
+    index: IndexParams | None = None,
 ) -> Path:
     """Write, seal and (optionally) promote a bundle; returns its directory. Production is untouched on error.
 
     `version` names the bundle (default: now), so a job that is rerun after a crash writes the same bundle
     again rather than a second one; `before_seal` is called with the staging directory (fault-injection tests).
     With `adcopy` and a catalogue, the bundle also carries the copy model and the copy for each user's top-k.
+    `index` chooses the FAISS index (default: exact below IndexParams.approximate_from items, approximate from
+    there on); the manifest records the kind built and its parameters.
     """
     assert model.vocab is not None
     version = version or bundle.new_version()
     staging = bundle.staging_dir(bundles_root, version)
     export_onnx(model, staging / ENCODER)
     embeddings = model.item_embeddings().detach().float().numpy()
-    ItemIndex.build(embeddings, model.vocab.item_ids).save(staging)
+    item_index = ItemIndex.build(embeddings, model.vocab.item_ids, index or IndexParams())
+    item_index.save(staging)
     recent_histories(sequences, model.vocab.item_ids, model.max_len).write_parquet(staging / HISTORIES)
     write_histories(staging / HISTORY_DIR, sequences.user_ids, [seq[-model.max_len :] for seq in sequences.items])
     counts = np.bincount(np.concatenate(sequences.items), minlength=model.n_items) if sequences.items else []
@@ -158,6 +162,7 @@ def export_bundle(
             hidden_size=int(embeddings.shape[1]),
             n_items=model.n_items,
         ).to_json(),
+        INDEX_ENTRY: item_index.params.manifest_entry(),
         **(manifest_fields or {}),
     }
     if adcopy_stats is not None:

@@ -14,6 +14,7 @@ HISTORY = "HISTORY.jsonl"  # one line per change of CURRENT, oldest first (relea
 
 # -- in a bundle directory (one per version, immutable once sealed) --------------------------------------
 MANIFEST = "manifest.json"  # version, created_at, model (EncoderSpec), data snapshot, metrics, sha256 of each file
+INDEX_ENTRY = "index"  # the manifest's index kind and parameters (recsys.index.IndexParams); absent: flat
 ENCODER = "user_encoder.onnx"  # (input_ids, attention_mask), left-padded -> user_vector
 INDEX = "items.faiss"  # item vectors for inner-product search; row = dense item index
 ITEM_IDS = "item_ids.json"  # row -> item ID

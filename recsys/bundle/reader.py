@@ -22,7 +22,7 @@ from recsys.bundle.adcopy import AdCopyAssets
 from recsys.bundle.histories import StoredHistories
 from recsys.bundle.layout import ADCOPY_DIR, CATALOGUE, ENCODER, HISTORIES, HISTORY_DIR, POPULARITY, EncoderSpec
 from recsys.data.vocab import ItemVocab
-from recsys.index import ItemIndex
+from recsys.index import IndexParams, ItemIndex
 from recsys.models.base import EmbeddingScorer, check_k, removals
 from recsys.tokens import left_pad
 
@@ -58,6 +58,9 @@ class BundleRecommender(EmbeddingScorer):
         self.created_at: str | None = self.manifest.get("created_at")
         # Live events received from this instant on are not in the bundle's histories (the service adds them).
         self.created_ts: float = _unix_seconds(self.created_at)
+        # what the nightly ingested from the service's event store ({"location", "store_id", "seq"}); live events
+        # after it are not in this bundle's histories (None: a bundle built outside the nightly)
+        self.events_watermark: dict | None = self.manifest.get("events_watermark")
         spec = EncoderSpec.from_manifest(self.manifest)
         self.max_len, self.token_offset, self.pad_token_id = spec.max_len, spec.token_offset, spec.pad_token_id
         # More threads hurt at batch 1 and fight the server's own workers for the cores.
@@ -66,7 +69,8 @@ class BundleRecommender(EmbeddingScorer):
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(self.path / ENCODER), options, providers=["CPUExecutionProvider"])
-        self.index = ItemIndex.load(self.path)
+        # the kind and its search parameters (efSearch / nprobe) as built; bundles without them: flat
+        self.index = ItemIndex.load(self.path, IndexParams.from_manifest(self.manifest))
         self.vocab = ItemVocab(self.index.item_ids)
         self.n_items = len(self.vocab)
         self._item_embeddings = self.index.embeddings()

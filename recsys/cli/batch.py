@@ -19,7 +19,13 @@ def nightly(
     work_dir: Path = typer.Option(None, help="the job's folder: runs, event lake, checkpoints (<work_dir>/nightly)"),
     bundles: Path = typer.Option(None, help="bundles root the service serves (default: <work_dir>/bundles)"),
     inbox: Path = typer.Option(None, help="folder of new event files, csv/parquet (default: <work_dir>/inbox)"),
-    journal: Path = typer.Option(None, help="the service's event journal (default: its configured path)"),
+    events_from: str = typer.Option(
+        None,
+        "--journal",
+        "--event-store",
+        help="where the service's events are: its SQLite journal file or the shared store's redis:// URL "
+        "(default: RECSYS_STATE_URL when set, else the journal's configured path)",
+    ),
     catalogue: Path = typer.Option(None, help="current catalogue: csv, parquet or MovieLens movies.dat"),
     preset: str = typer.Option("synthetic", help="training preset: architecture, training and nightly recipe"),
     tolerance: float = typer.Option(0.02, help="relative NDCG@10 the candidate may lose against production"),
@@ -56,7 +62,7 @@ def nightly(
         work_dir=work_dir or settings.work_dir / "nightly",
         bundles_root=bundles or settings.bundles_dir,
         inbox=inbox or settings.work_dir / "inbox",
-        journal=journal or settings.journal_file,
+        journal=events_from or settings.state_url or settings.journal_file,
         catalogue=catalogue,
         preset=preset,
         tolerance=tolerance,

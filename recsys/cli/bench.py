@@ -312,6 +312,76 @@ def benchmark_serving(
         raise
 
 
+@app.command("serving-scale")
+def benchmark_serving_scale(
+    bundle: Path = typer.Option(None, help="bundle directory or bundles root (default: <work_dir>/bundles)"),
+    rates: str = typer.Option("50,150", help="comma-separated target request rates (req/s): one run each"),
+    duration: float = typer.Option(20.0, min=1.0, help="seconds of each locust run"),
+    histories: bool = typer.Option(
+        True, "--histories/--no-histories", help="also measure 1M users' histories per worker (memory, reload)"
+    ),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
+) -> None:
+    """Two replicas on a shared Redis store vs one on its embedded journal, under a 90/10 read/write load from
+    locust at fixed rates: latency, errors, lost events; and 1M users' histories per worker, before/after."""
+    from recsys.bundle import BundleError
+    from serving.bench.scale import run_serving_scale
+
+    try:
+        rate_list = [float(r) for r in rates.split(",") if r.strip()]
+    except ValueError:
+        fail(f"--rates takes comma-separated numbers (requests per second), got {rates!r}")
+    try:
+        run_serving_scale(
+            bundle or get_settings().bundles_dir,
+            out,
+            rates=rate_list,
+            duration_s=duration,
+            histories=histories,
+            publish=publish,
+            command=command_line(),
+            log=console.print,
+        )
+    except (ValueError, RuntimeError, FileNotFoundError, BundleError) as exc:
+        fail(str(exc))
+
+
+@app.command("scale")
+def benchmark_scale(
+    sizes: str = typer.Option("10k,100k,1m", help="comma-separated catalogue sizes (N items, N users, 20 N events)"),
+    train_minutes: float = typer.Option(
+        None, min=0.1, help="training budget per size (default: 3 below 1M items, 20 from 1M)"
+    ),
+    work: Path = typer.Option(None, help="folder of the worlds, datasets, models, bundles (default: <work_dir>/scale)"),
+    max_stage_minutes: float = typer.Option(None, min=0.1, help="stop any stage after this long (default: by size)"),
+    regenerate: bool = typer.Option(False, help="generate the synthetic worlds again even when cached"),
+    out: Path = OUT,
+    publish: bool = PUBLISH,
+) -> None:
+    """The batch path at each size, every stage a child process: wall time and peak RSS of synth, import +
+    validate, train (sampled softmax), export, bundle load, a nightly and the behaviour report."""
+    from recsys.runinfo import results_path
+    from training.bench.scale import parse_sizes, run_scale
+
+    try:
+        chosen = parse_sizes(sizes)
+    except ValueError as exc:
+        fail(str(exc))
+    target = results_path("scale", publish, out)
+    run_scale(
+        chosen,
+        target,
+        work or get_settings().work_dir / "scale",
+        train_minutes=train_minutes,
+        max_stage_minutes=max_stage_minutes,
+        regenerate=regenerate,
+        command=command_line(),
+        log=console.print,
+    )
+    console.print(f"summary written to [bold]{target}[/]")
+
+
 @app.command("adcopy-pretrained")
 @trains
 def benchmark_adcopy_pretrained(

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from recsys.cli.common import console, fail
-from recsys.settings import get_settings
+from recsys.settings import describe_invalid, get_settings
 
 app = typer.Typer()
 
@@ -31,6 +32,8 @@ def serve(
     overrides = {"host": host, "port": port, "workers": workers, "bundles_root": bundles, "journal_path": journal}
     try:
         settings = get_settings().model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        fail(describe_invalid(exc))
     except ValueError as exc:
         fail(str(exc))
     base = f"http://{settings.host}:{settings.port}"

@@ -11,7 +11,6 @@ import hashlib
 import json
 import os
 import shutil
-import sqlite3
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 import polars as pl
 
 from recsys.bundle import sha256_of
+from recsys.data.event_logs import check_not_behind, open_event_log
 from recsys.data.importers import RawData, read_dataset
 from recsys.data.validate import EVENT_SCHEMA, validate
 from recsys.durable import atomic_write, fsync_path
@@ -33,12 +33,20 @@ RAW_COLUMNS = ("user_id", "item_id", "timestamp", "event_type", "value")
 
 @dataclass
 class Watermark:
-    """What the committed partitions cover: the journal up to `journal_seq`, and these files."""
+    """What the committed partitions cover: each event store up to its seq, and these files."""
 
-    journal_seq: int = 0
+    # event store location ("sqlite" or a Redis URL) -> {"seq": last ingested, "store_id": its identity then}
+    stores: dict[str, dict[str, Any]] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
     partitions: int = 0
     next_index: int = 1
+
+    @property
+    def journal_seq(self) -> int:
+        return max((s["seq"] for s in self.stores.values()), default=0)
+
+    def store(self, location: str) -> dict[str, Any]:
+        return self.stores.get(location, {"seq": 0, "store_id": None})
 
 
 def partitions(lake: str | Path) -> list[dict[str, Any]]:
@@ -53,7 +61,10 @@ def partitions(lake: str | Path) -> list[dict[str, Any]]:
 def watermark(lake: str | Path) -> Watermark:
     mark = Watermark()
     for meta in partitions(lake):
-        mark.journal_seq = max(mark.journal_seq, meta["journal"]["upto"])
+        journal = meta["journal"]
+        location = journal.get("location", "sqlite")  # partitions from before the shared store: the journal
+        if location is not None and journal["upto"] >= mark.store(location)["seq"]:
+            mark.stores[location] = {"seq": journal["upto"], "store_id": journal.get("store_id")}
         mark.files.update(meta["files"])
         mark.partitions += 1
         mark.next_index = max(mark.next_index, meta["index"] + 1)
@@ -99,63 +110,13 @@ def new_files(inbox: str | Path | None, mark: Watermark) -> dict[str, Path]:
     return fresh
 
 
-def journal_head(journal: str | Path | None) -> int:
-    if journal is None or not Path(journal).exists():
-        return 0
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10.0)
-    try:
-        return conn.execute("SELECT coalesce(max(seq), 0) FROM events").fetchone()[0]
-    except sqlite3.OperationalError:  # no events table yet: the service never received an event
-        return 0
-    finally:
-        conn.close()
-
-
-def read_journal(journal: str | Path, after: int, upto: int) -> pl.DataFrame:
-    """Journal rows with after < seq <= upto, as raw strings in the importers' shape (+ source, source_row).
-
-    Read with sqlite3 in read-only mode: WAL readers never block the service's writer.
-    """
-    conn = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=10.0)
-    try:
-        rows = conn.execute(
-            "SELECT seq, user_id, item_id, timestamp, event_type, value FROM events "
-            "WHERE seq > ? AND seq <= ? ORDER BY seq",
-            (after, upto),
-        ).fetchall()
-    finally:
-        conn.close()
-    frame = pl.DataFrame(
-        rows,
-        schema={
-            "source_row": pl.Int64,
-            "user_id": pl.String,
-            "item_id": pl.String,
-            "timestamp": pl.Float64,
-            "event_type": pl.String,
-            "value": pl.Float64,
-        },
-        orient="row",
-    )
-    # Journal timestamps are REAL seconds; an integral value is written without ".0" so validation reads it
-    # exactly as it reads the same event from a file.
-    ts = pl.col("timestamp")
-    return frame.with_columns(
-        pl.when(ts == ts.floor())
-        .then(ts.cast(pl.Int64).cast(pl.String))
-        .otherwise(ts.cast(pl.String))
-        .alias("timestamp"),
-        pl.col("value").cast(pl.String),
-        pl.lit("journal").alias("source"),
-    )
-
-
 def _read_file(path: Path) -> pl.DataFrame:
     if path.is_dir():  # partitioned parquet: a lazy scan, only the contract's columns are read
         scan = pl.scan_parquet(path / "**" / "*.parquet", hive_partitioning=True)
         names = scan.collect_schema().names()
-        raw = scan.select([c for c in RAW_COLUMNS if c in names]).collect()
-        raw = raw.select(pl.all().cast(pl.String)).with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
+        # cast inside the scan: the typed columns are never held whole beside their strings
+        raw = scan.select([pl.col(c).cast(pl.String) for c in RAW_COLUMNS if c in names]).collect()
+        raw = raw.with_row_index("row").with_columns(pl.col("row").cast(pl.Int64))
     else:
         raw = read_dataset(path, EVENT_FILE_FORMATS[path.suffix.lower()]).events
     columns = [c for c in RAW_COLUMNS if c in raw.columns]
@@ -195,18 +156,25 @@ def ingest(
 
     mark = watermark(lake)
     files = new_files(inbox, mark)
-    # SQLite serialises writers and the journal never deletes rows: a row committed after this has a larger
-    # seq, so reading (watermark, head] now and the rest next time skips nothing
-    head = journal_head(journal)
     frames = [_read_file(path) for path in files.values()]
-    if journal is not None and head > mark.journal_seq:
-        frames.append(read_journal(journal, mark.journal_seq, head))
+    # Both stores give every accepted event the next seq in one atomic step and never reuse one: an event
+    # accepted after `head` is read has a larger seq, so reading (watermark, head] now and the rest next time
+    # skips nothing.
+    log = open_event_log(journal)
+    taken = {"location": None, "store_id": None, "after": 0, "upto": 0}
+    if log is not None:
+        ingested = mark.store(log.location)
+        store_id, head = log.store_id(), log.head()
+        check_not_behind(log, head, store_id, ingested["seq"], ingested["store_id"])
+        taken = {"location": log.location, "store_id": store_id, "after": ingested["seq"], "upto": head}
+        if head > ingested["seq"]:
+            frames.append(log.read(ingested["seq"], head))
     meta: dict[str, Any] = {
         "index": mark.next_index,
         "run_id": run_id,
         "created_at": datetime.now(UTC).isoformat(),
         "files": {name: delivery_sha(path) for name, path in files.items()},
-        "journal": {"after": mark.journal_seq, "upto": max(head, mark.journal_seq)},
+        "journal": taken,
         "input_rows": 0,
         "events": 0,
         "rejected": 0,
@@ -248,6 +216,10 @@ def ingest(
     # after it, the partition is the record, and a rerun of this run finds it (find_partition).
     os.rename(tmp, events_root / name)
     fsync_path(events_root)
+    if log is not None and taken["after"]:
+        # what earlier partitions took is committed in the lake: the shared store may drop it (one run late,
+        # so a partition lost with its disk could still be re-read while the store keeps the day)
+        log.trim(taken["after"])
     return {**meta, "partition": name}
 
 

@@ -1,4 +1,4 @@
-"""Event intake: a batch is acknowledged only once it is durable in the journal and applied to live histories."""
+"""Event intake: a batch is acknowledged only once it is durable in the event store and visible to live histories."""
 
 from __future__ import annotations
 
@@ -25,9 +25,9 @@ async def post_events(batch: EventBatch, services: ServicesDep, request: Request
     recommendations already include these events."""
     records = [EventRecord(e.event_id, e.user_id, e.item_id, e.timestamp, e.event_type, e.value) for e in batch.events]
     try:
-        result = await services.journal.append(records, batch_id=request.state.request_id)
+        result = await services.store.append(records, batch_id=request.state.request_id)
     except JournalError as exc:
-        raise ApiError(503, str(exc), "journal_unavailable", {"Retry-After": "1"}) from None
+        raise ApiError(503, str(exc), "event_store_unavailable", {"Retry-After": "1"}) from None
     if result.conflicts:
         shown = ", ".join(result.conflicts[:10]) + (" ..." if len(result.conflicts) > 10 else "")
         message = (

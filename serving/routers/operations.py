@@ -23,15 +23,22 @@ async def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     responses={503: {"model": Readiness, "description": "No verified bundle is loaded yet"}},
-    summary="A verified bundle is loaded and serving",
+    summary="A verified bundle is loaded and serving (degraded: without the event store)",
 )
 async def readyz(services: ServicesDep) -> Readiness | JSONResponse:
     engine = services.holder.engine
+    health = await services.store.health()
+    store = {
+        "event_store": health.kind,
+        "event_store_reachable": health.reachable,
+        "event_store_error": health.detail,
+    }
     if engine is None:
-        body = Readiness(status="not_ready", last_error=services.holder.last_error)
+        body = Readiness(status="not_ready", last_error=services.holder.last_error, **store)
         return JSONResponse(body.model_dump(), status_code=503)
     return Readiness(
-        status="ready",
+        status="ready" if health.reachable else "degraded",
+        **store,
         bundle_version=engine.version,
         bundle_created_at=engine.created_at,
         items=engine.n_items,
@@ -48,6 +55,6 @@ async def readyz(services: ServicesDep) -> Readiness | JSONResponse:
 )
 async def prometheus_metrics(services: ServicesDep) -> Response:
     with contextlib.suppress(Exception):  # a metric read must never fail the scrape
-        metrics.JOURNAL_LAG.set(services.journal.lag())
+        metrics.JOURNAL_LAG.set(services.store.lag())
     body, content_type = metrics.render()
     return Response(body, media_type=content_type)

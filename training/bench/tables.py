@@ -516,6 +516,46 @@ def serving(results_dir: Path) -> str:
     return "\n\n".join([table(header, rows), source("serving.json", doc, notes)])
 
 
+def serving_scale(results_dir: Path) -> str:
+    doc = load(results_dir, "serving-scale.json")
+    header = ["setup", "replicas", "rate asked / achieved req/s", "p50 ms", "p99 ms", "reads p99 ms"]
+    header += ["writes p99 ms", "errors", "events acknowledged", "lost"]
+    rows = []
+    for run in doc.get("runs", []):
+        reads = dig(run, "by_request", "GET recommendations") or {}
+        writes = dig(run, "by_request", "POST events") or {}
+        rows.append(
+            [
+                str(run.get("setup", "—")),
+                str(run.get("replicas", "—")),
+                f"{count(run.get('rate_rps'))} / {num(run.get('achieved_rps'), 1)}",
+                num(run.get("p50_ms"), 0),
+                num(run.get("p99_ms"), 0),
+                num(reads.get("p99_ms"), 0),
+                num(writes.get("p99_ms"), 0),
+                count(run.get("errors")),
+                count(run.get("acked_events")),
+                f"**{count(run.get('lost_events'))}**",
+            ]
+        )
+    rss, reload_s = doc.get("histories_rss_per_worker_mb") or {}, doc.get("reload_s") or {}
+    memory = table(
+        ["histories of " + count(rss.get("users")) + " users", "before (dict of lists)", "after (memory-mapped)"],
+        [
+            ["private memory per worker, MB", num(rss.get("before"), 1), num(rss.get("after"), 1)],
+            ["open at each reload, s", num(reload_s.get("before"), 3), num(reload_s.get("after"), 3)],
+        ],
+    )
+    settings = doc.get("settings", {})
+    notes = [
+        f"Load tool {doc.get('load_tool', '?')}, {settings.get('clients', '?')}; store {doc.get('store', '?')} "
+        f"({settings.get('redis', '?')}); {settings.get('workers_per_replica', '?')} worker per replica; "
+        f"{settings.get('duration_s', '?')} s per rate; load average at start {doc.get('load_average_at_start')}, "
+        f"at end {doc.get('load_average_at_end')}."
+    ]
+    return "\n\n".join([table(header, rows), memory, source("serving-scale.json", doc, notes)])
+
+
 def train_throughput(results_dir: Path) -> str:
     doc = load(results_dir, "train-throughput.json")
     header = ["step", "precision", "items", "max len", "batch", "real tokens/s", "median step ms", "padding"]
@@ -625,6 +665,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "cold-start": cold_start,
     "slates": slates,
     "serving": serving,
+    "serving-scale": serving_scale,
     "train-throughput": train_throughput,
     "nightly-replay": nightly_replay,
     "ddp": ddp,

@@ -27,6 +27,7 @@ from recsys.tokens import PAD_TOKEN_ID, left_pad
 
 # TrainConfig.precision -> the dtype of the training step's matrix products
 PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16}
+LOSSES = ("full", "sampled")  # TrainConfig.loss: see next_item_loss in training/lm/train.py
 N_SPECIAL_TOKENS = 2  # <pad>, <bos>; item tokens follow (text tokens for ad copy come after the items)
 VOCAB_FILE = "item_vocab.json"
 
@@ -81,13 +82,35 @@ class TrainConfig:
     # state and softmax sums stay float32). ~1.4-1.65x the tokens/s on CPUs with AVX512-BF16; evaluation,
     # export and serving always run in float32.
     precision: str = "fp32"
+    # "full": cross-entropy over every item (exact; its cost per token grows with the catalogue, affordable up
+    # to ~100k items on CPU). "sampled": each target against the batch's other targets plus
+    # `sampled_negatives` items drawn uniformly from the catalogue (shared by the batch), each candidate's
+    # logit corrected by the log of its sampling probability (`logq_correction`): the cost per token no
+    # longer grows with the catalogue (see sampled_cross_entropy in training/lm/train.py).
+    loss: str = "full"
+    sampled_negatives: int = 256  # uniform negatives per step with loss="sampled"; 0: in-batch negatives only
+    logq_correction: bool = True
     log_every: int = 20
 
     def __post_init__(self) -> None:  # a bad value fails where the config is read, before any training
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
+        if self.sampled_negatives < 0:
+            raise ValueError(
+                f"sampled_negatives must be >= 0 (0: in-batch negatives only), got {self.sampled_negatives}"
+            )
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in (0, 1) (or 0 for no averaging), got {self.ema_decay}")
+
+    def check_catalogue(self, n_items: int) -> None:
+        """The settings that depend on the catalogue, checked once its size is known (before any training)."""
+        if self.loss == "sampled" and self.sampled_negatives > n_items:
+            raise ValueError(
+                f"train.sampled_negatives={self.sampled_negatives} is more than the catalogue's {n_items} items: "
+                "lower it or use train.loss='full'"
+            )
 
 
 def build_hf_model(config: LMConfig, n_items: int) -> LlamaForCausalLM:
@@ -154,6 +177,7 @@ class GenerativeRecommender(Recommender, EmbeddingScorer):
     # -- building ---------------------------------------------------------------------------------
     def init_model(self, vocab: ItemVocab) -> None:
         """Build the LM for this vocabulary: from scratch, warm-started from our checkpoint, or a HF base."""
+        self.train_config.check_catalogue(len(vocab))  # ensemble members are all built before any trains
         torch.manual_seed(self.train_config.seed)
         self.vocab, self.n_items = vocab, len(vocab)
         if self.base_model is None:

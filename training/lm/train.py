@@ -1,4 +1,4 @@
-"""The fine-tuning loop: next-item cross-entropy over the full item vocabulary.
+"""The fine-tuning loop: next-item cross-entropy over the full item vocabulary (or a sampled softmax).
 
 Reads top to bottom: examples (sequence windows) -> length-bucketed batches -> AdamW with warmup + cosine
 decay, gradient clipping -> (optionally) an exponential moving average of the weights -> validation NDCG@10
@@ -10,7 +10,9 @@ The same loop runs data-parallel under `torchrun` (training/lm/distributed.py): 
 global batches, takes its own slice of each, and DistributedDataParallel averages the gradients. Each
 slice's loss is weighted by its share of the global batch's tokens, so N processes compute the gradient of
 exactly the loss one process computes on the whole batch (same batches, same schedule): only the order of
-floating-point sums differs. Validation is sharded over the processes and summed.
+floating-point sums differs. Validation is sharded over the processes and summed. With `loss="sampled"` each
+process's in-batch negatives are its own slice's targets (the uniform negatives are the same everywhere), so
+there the N-process loss is close to, not exactly, the one-process loss.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -100,8 +103,17 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx, hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, chunk: int, dtype: torch.dtype
+        ctx,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        labels: torch.Tensor,
+        chunk: int,
+        dtype: torch.dtype,
+        adjust_logits: Callable[[torch.Tensor, int], None] | None = None,
     ) -> torch.Tensor:
+        """`adjust_logits(logits, start)`, when given, edits the float32 logits of rows start.. in place before
+        the softmax (the sampled loss's corrections and masks); they are constants, so the gradient is the same
+        softmax - one-hot."""
         n = hidden.shape[0]
         grad_hidden = torch.empty_like(hidden)
         grad_weight = torch.zeros_like(weight)
@@ -111,6 +123,8 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
         for start in range(0, n, chunk):
             h, y = hidden_m[start : start + chunk], labels[start : start + chunk]
             logits = (h @ weight_m.T).float()
+            if adjust_logits is not None:
+                adjust_logits(logits, start)
             log_norm = torch.logsumexp(logits, dim=1)
             total += (log_norm - logits.gather(1, y[:, None]).squeeze(1)).sum()
             probs = logits.sub_(log_norm[:, None]).exp_()
@@ -124,7 +138,7 @@ class FusedLinearCrossEntropy(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_output: torch.Tensor):
         grad_hidden, grad_weight = ctx.saved_tensors
-        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None
+        return grad_hidden * grad_output, grad_weight * grad_output, None, None, None, None
 
 
 def fused_cross_entropy(
@@ -139,21 +153,101 @@ def fused_cross_entropy(
     return FusedLinearCrossEntropy.apply(hidden.float(), weight, labels, chunk, dtype)
 
 
-def next_item_loss(model: GenerativeRecommender, ids, labels) -> torch.Tensor:
-    """Cross-entropy of the next item over every item token, computed only at real positions.
+class UniformNegatives:
+    """Item rows drawn uniformly, with replacement, from the catalogue: the sampled loss's shared negatives.
+
+    The draws index the item rows of `item_embeddings()`, which hold items only: <pad>, <bos> and a text
+    base's tokens sit outside them and can never be drawn. With replacement the cost is O(count) at any
+    catalogue size, and count / n_items is exactly each item's expected number of draws, the Q that the log-Q
+    correction divides by. With a seed the sampler owns its generator: runs are reproducible, and every DDP
+    process draws the same negatives at the same step; without one it draws from torch's global generator.
+    """
+
+    def __init__(self, count: int, seed: int | None = None):
+        self.count, self.seed = count, seed
+        self._generators: dict[str, torch.Generator] = {}
+
+    def __call__(self, n_items: int, device: torch.device) -> torch.Tensor:
+        generator = None
+        if self.seed is not None:
+            generator = self._generators.get(str(device))
+            if generator is None:
+                generator = self._generators[str(device)] = torch.Generator(device).manual_seed(self.seed)
+        return torch.randint(0, n_items, (self.count,), generator=generator, device=device)
+
+
+def sampled_cross_entropy(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    negatives: torch.Tensor,
+    logq_correction: bool = True,
+    chunk: int = 512,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Sampled softmax: each target against the batch's targets and `negatives`, not against every item.
+
+    Row r's candidates are its target (the positive), the target of every position in the batch (in-batch
+    negatives: an item that is c of the batch's targets is c candidates) and `negatives` (item rows drawn
+    uniformly, shared by every row). With `logq_correction` each negative's logit is lowered by the log of its
+    expected number of draws Q: c for an in-batch item, so each distinct item present counts once however
+    popular (uncorrected, the batch's popular items are pushed down c times over), and len(negatives) / n_items
+    for a uniform draw, so the draws stand for the whole catalogue (their corrected exp-sum is an unbiased
+    estimate of the full softmax's sum over all items). The positive keeps its logit. A negative equal to the
+    row's positive (an accidental hit: the row's own target, the same item at another position, a draw) is
+    masked out.
+
+    Computed with one column per distinct in-batch item: c copies of logit s - log Q have the logsumexp of one
+    column with logit s + log c - log Q (= s with the correction). The products run in `dtype`; the softmax
+    and sums in float32, through the same chunked kernel as the full loss.
+    """
+    n_items = weight.shape[0]
+    batch_items, target_column, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    n_in_batch = len(batch_items)
+    # only one side's columns move: the other's bias is 0 (in-batch with the correction, uniform without)
+    if logq_correction:
+        biased = slice(n_in_batch, None)
+        bias = torch.full((len(negatives),), math.log(n_items / max(len(negatives), 1)), device=hidden.device)
+    else:
+        biased, bias = slice(0, n_in_batch), counts.float().log()
+
+    def adjust_logits(logits: torch.Tensor, start: int) -> None:
+        rows = torch.arange(len(logits), device=logits.device)
+        positive_column = target_column[start : start + len(logits)]
+        positive = logits[rows, positive_column]  # (a copy) the positive is not a negative: no correction
+        logits[:, biased] += bias
+        logits[rows, positive_column] = positive
+        hits = labels[start : start + len(logits), None] == negatives[None, :]
+        logits[:, n_in_batch:].masked_fill_(hits, -math.inf)
+
+    candidates = torch.cat([batch_items, negatives])
+    return FusedLinearCrossEntropy.apply(hidden.float(), weight[candidates], target_column, chunk, dtype, adjust_logits)
+
+
+def next_item_loss(
+    model: GenerativeRecommender, ids, labels, negatives: UniformNegatives | None = None
+) -> torch.Tensor:
+    """Cross-entropy of the next item at real positions: over every item token (`loss="full"`), or the
+    sampled softmax (`loss="sampled"`) against in-batch and uniform negatives drawn by `negatives` (default:
+    `train.sampled_negatives` items from torch's global generator).
 
     `ids` are right-padded (see `collate`): causal attention alone keeps padding out of every real position,
     so the decoder gets no padding mask (and can take the fast causal path in training/lm/attention.py).
     """
-    lm = model.lm
-    dtype = PRECISIONS[model.train_config.precision]  # validated by TrainConfig
+    lm, cfg = model.lm, model.train_config
+    dtype = PRECISIONS[cfg.precision]  # validated by TrainConfig
     embeds = lm.get_input_embeddings()(ids)
     embeds = fast_dropout(embeds, model.config.embedding_dropout, training=lm.training)
     positions = torch.arange(ids.shape[1], device=ids.device).unsqueeze(0).expand_as(ids)
     with torch.autocast(ids.device.type, dtype=dtype, enabled=dtype != torch.float32):
         hidden = lm.get_decoder()(inputs_embeds=embeds, position_ids=positions).last_hidden_state
     real = labels != -100
-    return fused_cross_entropy(hidden[real], model.item_embeddings(), labels[real], dtype=dtype)
+    hidden, targets, items = hidden[real], labels[real], model.item_embeddings()
+    if cfg.loss == "full":
+        return fused_cross_entropy(hidden, items, targets, dtype=dtype)
+    sampler = negatives if negatives is not None else UniformNegatives(cfg.sampled_negatives)
+    drawn = sampler(model.n_items, targets.device)
+    return sampled_cross_entropy(hidden, items, targets, drawn, cfg.logq_correction, dtype=dtype)
 
 
 class NextItemLoss(nn.Module):
@@ -163,9 +257,11 @@ class NextItemLoss(nn.Module):
         super().__init__()
         self.lm = model.lm  # registered as a submodule: these are the parameters DDP synchronises
         self._model = [model]  # a list: not a submodule, just the config and item-row accessors
+        cfg = model.train_config
+        self.negatives = UniformNegatives(cfg.sampled_negatives, seed=cfg.seed) if cfg.loss == "sampled" else None
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return next_item_loss(self._model[0], ids, labels)
+        return next_item_loss(self._model[0], ids, labels, self.negatives)
 
 
 class WeightAverage:
@@ -233,6 +329,7 @@ def freeze_lower_layers(model: GenerativeRecommender, n: int) -> None:
 
 def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet | None) -> None:
     cfg = model.train_config
+    cfg.check_catalogue(model.n_items)
     world = distributed.init_from_env()  # World() (one process) unless started by torchrun
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)  # the same on every process: all draw the same global batches

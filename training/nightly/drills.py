@@ -22,6 +22,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -95,7 +96,9 @@ def write_journal(path: Path, events: pl.DataFrame, first_seq_key: str = "j") ->
         "CREATE TABLE IF NOT EXISTS events (seq INTEGER PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, "
         "user_id TEXT NOT NULL, item_id TEXT NOT NULL, timestamp REAL NOT NULL, event_type TEXT, value REAL, "
         "received_at REAL NOT NULL, batch_id TEXT NOT NULL);"
+        "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
     )
+    conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('store_id', ?)", (uuid.uuid4().hex,))
     rows = [
         (
             f"{first_seq_key}-{n}",

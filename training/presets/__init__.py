@@ -2,6 +2,15 @@
 
 A preset file holds `max_len` (the history window: read once into the LM's config, which owns it), `lm`,
 `train`, `als`, optionally `members` (an ensemble) and `nightly` (the nightly job's fine-tuning recipe).
+
+The training loss is `train.loss` (TrainConfig in training/lm/model.py):
+- `"full"` (the default): exact cross-entropy over every item. Its cost per token grows with the catalogue;
+  use it where affordable, catalogues up to ~100k items on CPU.
+- `"sampled"`: each target against the batch's other targets plus `train.sampled_negatives` (default 256)
+  items drawn uniformly, with the log-Q correction (`train.logq_correction`, default true). The loss's cost
+  per token does not grow with the catalogue (the dense embedding gradient and AdamW update still do): use it
+  past ~100k items. More negatives than the catalogue has items is refused before training.
+  `amazon-beauty-34-sampled` is `amazon-beauty-34` with it, to compare the two losses on Beauty.
 """
 
 from __future__ import annotations
@@ -61,6 +70,13 @@ class Preset:
     def max_len(self) -> int:
         """The history window every split and model input uses (members share it: one value in the file)."""
         return self.lm.max_len
+
+    def check_catalogue(self, n_items: int) -> None:
+        """Refuse, before anything trains, the settings the catalogue cannot satisfy (e.g. more sampled
+        negatives than it has items). Building each model checks it too; this lets a command that trains
+        baselines first fail up front."""
+        for train in [self.train, *(train for _, train in self.members)]:
+            train.check_catalogue(n_items)
 
 
 def available() -> list[str]:
