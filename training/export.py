@@ -149,9 +149,13 @@ def export_bundle(
     if catalogue is not None:
         catalogue.write_parquet(staging / CATALOGUE)
         if adcopy is not None:
-            item_ids = np.asarray(model.vocab.item_ids, dtype=object)
-            histories = {u: item_ids[s].tolist() for u, s in zip(sequences.user_ids, sequences.items, strict=True)}
-            recommendations = top_k_items(model, sequences, adcopy.top_k, adcopy.batch_size)
+            histories: dict[str, list[str]] = {}
+            recommendations: dict[str, list[str]] = {}
+            if adcopy.copy_model_dir is not None:  # without a copy model nothing is precomputed: skip the scoring
+                item_ids = np.asarray(model.vocab.item_ids, dtype=object)
+                pairs = zip(sequences.user_ids, sequences.items, strict=True)
+                histories = {u: item_ids[s].tolist() for u, s in pairs}
+                recommendations = top_k_items(model, sequences, adcopy.top_k, adcopy.batch_size)
             adcopy_stats = write_adcopy_assets(staging, adcopy.copy_model_dir, catalogue, histories, recommendations)
     fields = {
         "model": EncoderSpec(
