@@ -118,8 +118,12 @@ def test_gate_refuses_a_worse_candidate_and_the_service_stays_on_the_old_bundle(
         time.sleep(0.6)
         assert serving() == before
 
-        promoted = run_nightly(night_config(sc, work, "night-4", force=True, tolerance=0.5), quiet)
+        # on a fixed sample of users (what keeps evaluate and verify affordable at scale): the gate and verify
+        # compare the same users, so the bundle still reproduces the model's figure exactly
+        promoted = run_nightly(night_config(sc, work, "night-4", force=True, tolerance=0.5, eval_users=60), quiet)
         assert promoted["status"] == "promoted"
+        evaluated = json.loads((work / "nightly" / "runs" / "night-4" / "steps" / "evaluate.json").read_text())
+        assert evaluated["users"] == 60 and " of " in evaluated["line"]
         deadline = time.monotonic() + 20
         while serving() != promoted["version"] and time.monotonic() < deadline:
             time.sleep(0.2)

@@ -29,6 +29,9 @@ def nightly(
     catalogue: Path = typer.Option(None, help="current catalogue: csv, parquet or MovieLens movies.dat"),
     preset: str = typer.Option("synthetic", help="training preset: architecture, training and nightly recipe"),
     tolerance: float = typer.Option(0.02, help="relative NDCG@10 the candidate may lose against production"),
+    eval_users: int = typer.Option(
+        20_000, min=100, help="evaluate, gate and verify on a fixed sample of this many users (all when fewer)"
+    ),
     retention: int = typer.Option(5, min=0, help="old bundles kept besides the current and the previous one"),
     max_minutes: float = typer.Option(None, help="time budget of the warm-started fine-tune (default: the preset's)"),
     scratch_max_minutes: float = typer.Option(None, help="time budget when training from scratch (default: preset's)"),
@@ -66,6 +69,7 @@ def nightly(
         catalogue=catalogue,
         preset=preset,
         tolerance=tolerance,
+        eval_users=eval_users,
         retention=retention,
         recipe={
             "warm_max_minutes": max_minutes,
