@@ -20,6 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
+from recsys.settings import STATE_URL_SCHEMES
+
 READ_CHUNK = 10_000
 
 # -- the shared store's keys ------------------------------------------------------------------------------------
@@ -178,7 +180,7 @@ def open_event_log(spec: str | Path | None) -> EventLog | None:
     if spec is None:
         return None
     text = str(spec)
-    if urlsplit(text).scheme in ("redis", "rediss", "unix"):
+    if urlsplit(text).scheme in STATE_URL_SCHEMES:
         return RedisEventLog(text)
     return SqliteJournal(Path(spec))
 
