@@ -10,7 +10,14 @@ from __future__ import annotations
 import numpy as np
 
 from recsys.data.sequences import HoldoutSet
-from recsys.metrics import NonFiniteScores, ranking_metrics, require_finite_scores, target_ranks, top_k
+from recsys.metrics import (
+    NonFiniteScores,
+    ranking_metrics,
+    require_finite_scores,
+    rows_per_batch,
+    target_ranks,
+    top_k,
+)
 from recsys.models.base import Scorer
 
 __all__ = ["METRIC_NAMES", "NonFiniteScores", "evaluate"]
@@ -24,6 +31,7 @@ def evaluate(model: Scorer, holdout: HoldoutSet, batch_size: int = 512) -> dict[
     Raises NonFiniteScores (a ValueError) on the first batch with a NaN or +inf score.
     """
     n_items = model.n_items
+    batch_size = rows_per_batch(n_items, batch_size)
     masked_ranks, unmasked_ranks = [], []
     masked_top: set[int] = set()
     unmasked_top: set[int] = set()

@@ -5,6 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 CUTOFFS = (10, 50, 200)
+# users x items scored densely at once: 64 MB of float32 whatever the catalogue (512 users x 1M items is 2 GB)
+MAX_SCORE_CELLS = 2**24
+
+
+def rows_per_batch(n_items: int, wanted: int) -> int:
+    """At most `wanted` users per dense scoring batch: fewer for a large catalogue, so that a batch stays small."""
+    return max(1, min(wanted, MAX_SCORE_CELLS // max(n_items, 1)))
 
 
 class NonFiniteScores(ValueError):

@@ -319,3 +319,26 @@ def test_replay_reuses_a_from_scratch_model_only_for_the_same_data_and_settings(
     events = pl.read_parquet(changed / "events.parquet")
     events.slice(1).write_parquet(changed / "events.parquet")  # one event fewer
     assert _scratch_key(spec | {"prepared": str(changed)}) != key
+
+
+def test_an_approximate_index_is_verified_by_its_recall_and_a_poor_one_never_reaches_production(drill, tmp_path):
+    from recsys.bundle.reader import BundleRecommender
+    from recsys.index import IndexParams
+
+    _, root = drill
+    sc = scenario(root)
+    work = tmp_path / "work"
+    shutil.copytree(root / "reference", work)
+    exhaustive = IndexParams(kind="ivf", ivf_nlist=8, ivf_nprobe=8)  # every cell probed: exact results
+    summary = run_nightly(night_config(sc, work, "night-ivf", force=True, index=exhaustive), quiet)
+    assert summary["status"] == "promoted", summary
+    current = bundle.current_version(work / "bundles")
+    engine = BundleRecommender(work / "bundles" / current)
+    assert engine.index.params.kind == "ivf" and engine.index.index.nprobe == 8
+    verify = next(step for step in summary["steps"] if step["step"] == "verify")
+    assert "ivf recall@10 1.000" in verify["line"]
+
+    poor = IndexParams(kind="ivf", ivf_nlist=4, ivf_nprobe=1)  # one cell of 4 searched: much of the top-10 missed
+    with pytest.raises(StepFailed, match=r"step 'verify'.*recall|index finds"):
+        run_nightly(night_config(sc, work, "night-poor", force=True, index=poor), quiet)
+    assert bundle.current_version(work / "bundles") == current  # production untouched

@@ -156,3 +156,51 @@ def test_the_report_path_never_imports_torch(report_inputs, tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert (tmp_path / "out" / "report.html").exists() and (tmp_path / "out" / "predictions.parquet").exists()
+
+
+def test_predictions_from_index_candidates_match_the_exact_ones_and_the_backtest_can_sample(
+    report_inputs, tiny_prepared, tiny_lm, tmp_path, monkeypatch
+):
+    """A bundle behind an approximate index gets its predictions from the index's candidates plus a sampled
+    estimate of the rest of the softmax: exact when the sample covers the catalogue, close when it does not."""
+    from recsys.index import IndexParams
+    from training import pipeline
+    from training.export import export_bundle
+    from training.reports import predictions as predictions_module
+
+    root, flat_bundles = report_inputs
+    prepared, _ = tiny_prepared
+    sequences = pipeline.build_sequences(prepared.events, prepared.vocab)
+    exhaustive = IndexParams(kind="hnsw", hnsw_ef_construction=200, hnsw_ef_search=512)  # 512 > the items
+    hnsw_bundle = export_bundle(
+        tiny_lm, sequences, tmp_path / "bundles", prepared.catalogue, {"metrics": {}}, index=exhaustive
+    )
+
+    def report(bundles, name: str) -> tuple[pl.DataFrame, dict]:
+        cfg = ReportConfig(
+            bundles=bundles, events=root / "events", out=tmp_path / name, baselines=["popularity"], backtest_users=40
+        )
+        result = build_report(cfg)
+        return pl.read_parquet(result["predictions"]).sort("user_id"), result["document"]
+
+    exact, exact_doc = report(flat_bundles, "exact")
+    from_index, index_doc = report(hnsw_bundle, "candidates")
+    assert (exact_doc["predictions_method"], index_doc["predictions_method"]) == ("exact", "candidates")
+    assert exact.height == from_index.height == prepared.events["user_id"].n_unique()  # every user, both ways
+    assert exact["items"].to_list() == from_index["items"].to_list()
+    for column in ("probabilities", "category_probabilities"):
+        np.testing.assert_allclose(
+            np.array(from_index[column].to_list()), np.array(exact[column].to_list()), rtol=1e-4, atol=1e-6
+        )
+    # the back-test ran on a fixed sample of 40 of the users, the same one for both bundles
+    assert index_doc["users_in_backtest"] == exact_doc["users_in_backtest"] == 40 < index_doc["holdout_users"]
+    page = (tmp_path / "candidates" / "report.html").read_text()
+    assert "fixed random sample of 40 of the" in page and "estimated from a uniform sample" in page
+
+    # a sample of a fifth of the catalogue: an estimate, unbiased but not exact
+    monkeypatch.setattr(predictions_module, "TAIL_SAMPLE", prepared.vocab.__len__() // 5)
+    sampled, _ = report(hnsw_bundle, "sampled")
+    assert sampled["items"].to_list() == exact["items"].to_list()  # the top-k never depends on the sample
+    got, want = np.array(sampled["probabilities"].to_list()), np.array(exact["probabilities"].to_list())
+    assert not np.allclose(got, want, rtol=1e-4)
+    assert np.median(np.abs(got / want - 1)) < 0.25

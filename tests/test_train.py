@@ -123,3 +123,19 @@ def test_a_non_finite_validation_metric_stops_training_at_the_first_evaluation()
     with pytest.raises(TrainingDiverged, match="epoch 2: validation NDCG@10 is nan") as diverged:
         model.fit(split.train, 30, split.valid)  # before: NaN never beat the best, training ran on to patience
     assert diverged.value.epoch == 2
+
+
+def test_the_time_budget_stops_training_inside_an_epoch_and_still_validates():
+    split = _cyclic_split()
+    config = LMConfig(hidden_size=16, num_layers=1, num_heads=1, intermediate_size=32, max_len=10)
+    # batch 2 and a check every 2 steps: an epoch has dozens of checks; a budget of ~1 ms is spent by the first
+    model = GenerativeRecommender(
+        config, TrainConfig(epochs=5, eval_every=5, batch_size=2, log_every=2, max_minutes=1e-5)
+    )
+    model.fit(split.train, 30, split.valid)
+    steps_per_epoch = math.ceil(len(training_windows(split.train, config.max_len)) / 2)
+    assert steps_per_epoch > 4
+    assert model.stats["epochs"] == 1 and model.stats["last_epoch_complete"] is False
+    assert 0 < model.stats["tokens_seen"] < sum(len(s) - 1 for s in split.train.items)
+    assert [entry["epoch"] for entry in model.history] == [1]  # the stopped epoch is still validated
+    assert math.isfinite(model.history[0]["loss"])

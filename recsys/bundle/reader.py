@@ -118,9 +118,19 @@ class BundleRecommender(EmbeddingScorer):
         exclude: Sequence[Sequence[int]] | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """The interface's top-k, from FAISS: asks for k + (items to leave out) rows so that k remain."""
+        return self.recommend_vectors(self.user_vectors(histories), histories, k, exclude_seen, exclude)
+
+    def recommend_vectors(
+        self,
+        vectors: np.ndarray,
+        histories: Sequence[np.ndarray],
+        k: int = 10,
+        exclude_seen: bool = True,
+        exclude: Sequence[Sequence[int]] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """`recommend` for user vectors already computed from `histories` (a caller that needs them too)."""
         k = check_k(k, self.n_items)
         left_out = removals(histories, exclude_seen, exclude)
-        vectors = self.user_vectors(histories)
         extra = max((len(r) for r in left_out), default=0)
         rows, scores = self.index.search(vectors, k + extra)
         out_items = np.full((len(histories), k), -1, dtype=np.int64)

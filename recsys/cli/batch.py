@@ -112,6 +112,9 @@ def report_behaviour(
     period_days: float = typer.Option(7.0, help="the 'next period' of the activity prediction and rising items"),
     baselines: str = typer.Option("popularity,als", help="comma-separated baselines to compare with"),
     screenshot: bool = typer.Option(False, help="render report.html in headless Chromium and save report.png"),
+    backtest_users: int = typer.Option(
+        20_000, min=1, help="back-test on a fixed random sample of this many users when there are more"
+    ),
 ) -> None:
     """Behaviour predictions over all users: predictions.parquet and a self-contained report.html."""
     from training.reports.behaviour import ReportConfig, build_report
@@ -127,6 +130,7 @@ def report_behaviour(
         k=k,
         period_days=period_days,
         baselines=[b for b in baselines.split(",") if b],
+        backtest_users=backtest_users,
     )
     try:
         result = build_report(cfg, console)

@@ -25,12 +25,16 @@ class RemappedScorer(Scorer):
         self.to_scorer = np.array([scorer_vocab._index.get(i, -1) for i in target_vocab.item_ids], dtype=np.int64)
         self.columns = np.flatnonzero(self.to_scorer >= 0)  # target columns the scorer can fill
 
-    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+    def map_histories(self, histories: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Histories in the target vocabulary as the scorer's item indices (items it does not know left out)."""
         mapped = []
         for history in histories:
             known = self.to_scorer[np.asarray(history, dtype=np.int64)]
             mapped.append(known[known >= 0])
-        inner = np.asarray(self.scorer.score(mapped), dtype=np.float32)
+        return mapped
+
+    def score(self, histories: Sequence[np.ndarray]) -> np.ndarray:
+        inner = np.asarray(self.scorer.score(self.map_histories(histories)), dtype=np.float32)
         out = np.full((len(histories), self.n_items), -np.inf, dtype=np.float32)
         out[:, self.columns] = inner[:, self.to_scorer[self.columns]]
         return out

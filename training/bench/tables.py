@@ -9,7 +9,9 @@ reports the blocks that disagree (the test suite runs that). Torch-free and stdl
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -554,6 +556,79 @@ def serving_scale(results_dir: Path) -> str:
         f"at end {doc.get('load_average_at_end')}."
     ]
     return "\n\n".join([table(header, rows), memory, source("serving-scale.json", doc, notes)])
+
+
+def growth(wall: tuple[Any, Any], events: tuple[Any, Any]) -> str:
+    """How a stage's wall time grows with the events: the exponent b of wall ~ events^b between two sizes
+    (1: linear, above: worse than linear, below: fixed costs still dominate)."""
+    (small, large), (n_small, n_large) = wall, events
+    if not all(isinstance(v, int | float) and v > 0 for v in (small, large, n_small, n_large)) or n_large == n_small:
+        return "—"
+    return f"{math.log(large / small) / math.log(n_large / n_small):.2f}"
+
+
+def stage_cell(stage: dict | None) -> str:
+    if not stage:
+        return "—"
+    if "error" in stage:
+        return "timed out" if "timed out" in str(stage["error"]) else "failed"
+    if stage.get("skipped"):
+        return "skipped"
+    return f"{secs(stage.get('wall_s'))} / {count(round(stage['peak_rss_mb'])) if stage.get('peak_rss_mb') else '—'}"
+
+
+def scale(results_dir: Path) -> str:
+    doc = load(results_dir, "scale.json")
+    sizes = doc.get("sizes", [])
+    labels = [
+        f"{count(s.get('items'))} items, {count(s.get('users'))} users, {count(s.get('events'))} events" for s in sizes
+    ]
+    pairs = list(itertools.pairwise(range(len(sizes))))
+    header = ["stage", *[f"{label}: wall s / peak MB" for label in labels]]
+    header += [f"growth {count(sizes[a].get('items'))}→{count(sizes[b].get('items'))}" for a, b in pairs]
+    names = list(doc.get("protocol", {}).get("stages") or [])
+    for size in sizes:
+        names += [name for name in size.get("stages", {}) if name not in names]
+    rows = []
+    for name in names:
+        stages = [dig(size, "stages", name) for size in sizes]
+        row = [name, *[stage_cell(stage) for stage in stages]]
+        for a, b in pairs:
+            ok = all(stages[i] and "error" not in stages[i] for i in (a, b))
+            walls = (stages[a].get("wall_s"), stages[b].get("wall_s")) if ok else (None, None)
+            row.append(growth(walls, (sizes[a].get("events"), sizes[b].get("events"))))
+        rows.append(row)
+    detail_header = ["size", "index", "recall@10", "search p50 / p99 ms", "index build s", "bundle MB"]
+    detail_header += ["bundle open s", "tokens/s sampled", "tokens/s full softmax", "nightly steps (s)"]
+    details = []
+    for label, size in zip(labels, sizes, strict=True):
+        index, tokens = size.get("index") or {}, size.get("train_tokens_per_s") or {}
+        steps = dig(size, "stages", "nightly", "steps") or {}
+        details.append(
+            [
+                label,
+                str(index.get("kind", "—")),
+                num(index.get("recall_at_10"), 3),
+                f"{num(index.get('search_p50_ms'), 2)} / {num(index.get('search_p99_ms'), 2)}",
+                num(index.get("build_s"), 1),
+                num(dig(size, "stages", "export", "bundle_mb"), 1),
+                num(dig(size, "stages", "bundle_load", "open_s"), 2),
+                count(tokens.get("sampled")),
+                count(tokens.get("full")) if tokens.get("full") is not None else "not measured",
+                ", ".join(f"{step} {value:g}" for step, value in steps.items()) or "—",
+            ]
+        )
+    notes = []
+    comparison = doc.get("beauty_loss_comparison") or {}
+    if comparison.get("full_ndcg10") or comparison.get("sampled_ndcg10"):
+        notes.append(
+            "Beauty test NDCG@10 per seed: full softmax "
+            + (", ".join(num(v) for v in comparison.get("full_ndcg10") or []) or "not run")
+            + "; sampled softmax "
+            + (", ".join(num(v) for v in comparison.get("sampled_ndcg10") or []) or "not run")
+            + "."
+        )
+    return "\n\n".join([table(header, rows), table(detail_header, details), source("scale.json", doc, notes)])
 
 
 def train_throughput(results_dir: Path) -> str:

@@ -36,7 +36,7 @@ from recsys.tokens import PAD_TOKEN_ID
 from training.lm import distributed
 from training.lm.attention import fast_dropout, training_attention
 from training.lm.distributed import World
-from training.lm.model import PRECISIONS, GenerativeRecommender
+from training.lm.model import PRECISIONS, GenerativeRecommender, TrainConfig
 
 
 class TrainingDiverged(RuntimeError):
@@ -327,6 +327,10 @@ def freeze_lower_layers(model: GenerativeRecommender, n: int) -> None:
             param.requires_grad_(False)
 
 
+def over_budget(cfg: TrainConfig, started: float) -> bool:
+    return bool(cfg.max_minutes) and (time.perf_counter() - started) / 60 > cfg.max_minutes
+
+
 def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet | None) -> None:
     cfg = model.train_config
     cfg.check_catalogue(model.n_items)
@@ -374,7 +378,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         task = progress.add_task("train", total=total_steps, epoch=0, loss=float("nan"), tps=0.0, best=0.0)
         for epoch in range(1, cfg.epochs + 1):
             model.lm.train()
-            epoch_start, epoch_tokens, loss_sum = time.perf_counter(), 0, 0.0
+            epoch_start, epoch_tokens, loss_sum, out_of_time = time.perf_counter(), 0, 0.0, False
+            steps_done = 0
             for step, batch in enumerate(bucketed_batches(lengths, cfg.batch_size, rng), start=1):
                 mine, weight = np.array_split(batch, world.size)[world.rank], 1.0
                 if not len(mine):  # a last batch smaller than the process count: take part with weight 0
@@ -396,6 +401,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                     average.update()
                 epoch_tokens += int(mask.sum()) if weight else 0
                 loss_sum += loss.item() / world.size
+                steps_done = step
                 if step % cfg.log_every == 0 or step == steps_per_epoch:
                     tps = epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9)
                     progress.update(
@@ -405,15 +411,21 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
                         loss=loss_sum / step,
                         tps=tps,
                     )
+                    # the budget is checked inside the epoch too: at a million users one epoch alone can be
+                    # hours; every process checks at the same steps, so all stop after the same batch
+                    if step < steps_per_epoch and distributed.any_true(over_budget(cfg, started), world):
+                        out_of_time = True
+                        break
             train_seconds += time.perf_counter() - epoch_start
             if world.distributed:  # the epoch's totals over all processes (one small all-reduce per epoch)
                 loss_sum, summed_tokens = distributed.all_sum([loss_sum, float(epoch_tokens)], world)
                 epoch_tokens = int(summed_tokens)
             tokens_seen += epoch_tokens
+            mean_loss = loss_sum / max(steps_done, 1)
             if not math.isfinite(loss_sum):  # summed over the processes above, so all of them stop here
-                raise TrainingDiverged(epoch, f"the training loss is {loss_sum / steps_per_epoch}")
-            spent = bool(cfg.max_minutes) and (time.perf_counter() - started) / 60 > cfg.max_minutes
-            out_of_time = distributed.any_true(spent, world)  # every process stops after the same epoch
+                raise TrainingDiverged(epoch, f"the training loss is {mean_loss}")
+            # every process stops after the same epoch
+            out_of_time = out_of_time or distributed.any_true(over_budget(cfg, started), world)
             if valid is None or (epoch % cfg.eval_every and epoch != cfg.epochs and not out_of_time):
                 continue
             if average is not None:
@@ -424,7 +436,7 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             model.history.append(
                 {
                     "epoch": epoch,
-                    "loss": loss_sum / steps_per_epoch,
+                    "loss": mean_loss,
                     "valid_NDCG@10": ndcg,
                     "wall_s": round(time.perf_counter() - started, 1),
                 }
@@ -439,13 +451,13 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
             progress.update(task, best=best_ndcg)
             say = progress.console.print if world.is_main else (lambda *_: None)
             say(
-                f"epoch {epoch}: loss {loss_sum / steps_per_epoch:.4f}, valid NDCG@10 {ndcg:.4f} "
+                f"epoch {epoch}: loss {mean_loss:.4f}, valid NDCG@10 {ndcg:.4f} "
                 f"(best {best_ndcg:.4f}), {epoch_tokens / max(time.perf_counter() - epoch_start, 1e-9):,.0f} tok/s, "
                 f"{time.perf_counter() - started:.0f} s"
             )
             if evals_without_gain >= cfg.patience or out_of_time:
                 say(
-                    f"stopping after epoch {epoch}: "
+                    f"stopping {'in' if steps_done < steps_per_epoch else 'after'} epoch {epoch}: "
                     + ("time budget spent" if out_of_time else f"no gain in {cfg.patience} evaluations")
                 )
                 break
@@ -460,6 +472,8 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
         "train_wall_s": round(time.perf_counter() - started, 1),
         "tokens_per_s": round(tokens_seen / max(train_seconds, 1e-9), 1),
         "epochs": epoch,
+        "last_epoch_complete": steps_done == steps_per_epoch,  # False: the time budget ran out inside it
+        "tokens_seen": tokens_seen,
         "best_valid_NDCG@10": best_ndcg,
         "best_epoch": best_epoch,
         "params": sum(p.numel() for p in model.lm.parameters()),

@@ -52,6 +52,7 @@ from recsys.bundle import releases, sha256_of
 from recsys.durable import atomic_write_json, atomic_write_text
 
 if TYPE_CHECKING:  # the presets import torch; the job imports it only in the steps that train
+    from recsys.index import IndexParams
     from training.presets import NightlyRecipe
 
 STEPS = ("ingest", "prepare", "train", "evaluate", "gate", "export", "verify", "promote", "prune")
@@ -87,6 +88,8 @@ class NightlyConfig:
     catalogue_items: bool = True  # catalogue items with text but no events become recommendable
     copy_model: Path | None = None  # ad-copy model folder (training/adcopy/finetune.py); None: template copy only
     adcopy_top_k: int = 3  # the bundle carries copy for each user's top-k recommendations
+    # the bundle's FAISS index; None: IndexParams() (exact below 100k items, approximate from there)
+    index: IndexParams | None = None
     force: bool = False  # train even when nothing is new
     run_id: str | None = None
     resume_within_hours: float = 24.0  # an unfinished run older than this is abandoned, not resumed
@@ -584,6 +587,7 @@ def step_export(ctx: Context) -> dict[str, Any]:
             version=version,
             before_seal=lambda _staging: crash_point("export:staged"),
             adcopy=AdCopyPlan(ctx.cfg.copy_model, ctx.cfg.adcopy_top_k),
+            index=ctx.cfg.index,
         )
     crash_point("export:sealed")
     checkpoint = ctx.cfg.checkpoints / version
@@ -616,7 +620,8 @@ def step_verify(ctx: Context) -> dict[str, Any]:
     vocab = ItemVocab.load(ctx.run.candidate / "item_vocab.json")
     data = pipeline.split(load_prepared(ctx.run.prepared), engine.max_len)
     test_users = data.test.subset(ctx.cfg.eval_users)  # the users step_evaluate scored the model on
-    served = evaluate(RemappedScorer(engine, engine.vocab, vocab), test_users)["masked"]["NDCG@10"]
+    remapped = RemappedScorer(engine, engine.vocab, vocab)  # the holdout's item indices are the candidate's
+    served = evaluate(remapped, test_users)["masked"]["NDCG@10"]
     expected = (ctx.run.done("evaluate") or {})["candidate"]["NDCG@10"]
     # Tolerance 1e-3 for every kind of index: the evaluation ranks all items by user vector · item vector, the item
     # vectors read back exactly from a flat or an approximate index alike, so only ONNX-vs-torch float noise
@@ -630,7 +635,7 @@ def step_verify(ctx: Context) -> dict[str, Any]:
         )
     index_note = ""
     if engine.index.params.approximate:
-        recall = engine.index.recall(engine.user_vectors(test_users.inputs[:1000]), k=10)
+        recall = engine.index.recall(engine.user_vectors(remapped.map_histories(test_users.inputs[:1000])), k=10)
         if recall < 0.95:
             raise ValueError(
                 f"the bundle's {manifest['index']} index finds {recall:.3f} of the exact top-10 (needs >= 0.95): "

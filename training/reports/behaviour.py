@@ -33,6 +33,8 @@ class ReportConfig:
     period_days: float = 7.0
     baselines: list[str] = field(default_factory=lambda: ["popularity", "als"])
     batch_size: int = 256
+    # the back-test ranks every item for each user: past this many users it runs on a fixed sample of them
+    backtest_users: int | None = 20_000
 
 
 def build_report(cfg: ReportConfig, console: Console | None = None) -> dict[str, Any]:
@@ -40,7 +42,7 @@ def build_report(cfg: ReportConfig, console: Console | None = None) -> dict[str,
     console = console or Console()
     started = time.perf_counter()
     cfg.out.mkdir(parents=True, exist_ok=True)
-    data = load_data(cfg.bundles, cfg.events, cfg.users, cfg.segment, cfg.k)
+    data = load_data(cfg.bundles, cfg.events, cfg.users, cfg.segment, cfg.k, cfg.backtest_users)
 
     progress = Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
@@ -55,7 +57,7 @@ def build_report(cfg: ReportConfig, console: Console | None = None) -> dict[str,
     figures = build_figures(findings)
 
     wall = time.perf_counter() - started
-    document = page.document(data, findings, figures, frame.height, wall)
+    document = page.document(data, findings, figures, forward, frame.height, wall)
     html_path, json_path = page.write_page(cfg.out, document, figures, cfg.period_days, data.real_time)
     console.print(
         f"report over {frame.height:,} users in {wall:.1f} s: NDCG@10 {findings.quality[backtest.LM]['NDCG@10']:.4f}, "

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from scipy import sparse
 
 from recsys.bundle.reader import BundleRecommender
 from recsys.data import lake
@@ -44,8 +45,9 @@ class ReportData:
     split: LeaveOneOut
     train_counts: np.ndarray  # training events per item (float64)
     category_names: list[str]
-    category_matrix: np.ndarray  # (n_items, n_categories), see item_categories
-    holdout: HoldoutSet  # the segment's users of the test split
+    category_matrix: sparse.csr_matrix  # (n_items, n_categories), see item_categories
+    holdout: HoldoutSet  # the back-test's users: the segment's users of the test split, or a fixed sample of them
+    holdout_users: int  # the segment's users of the test split, before sampling
     forward_users: list[str]
     forward_hist: list[np.ndarray]  # the last max_len items of each forward user's history
     cold_users: list[str]  # every event on an item the bundle does not know: popularity fallback
@@ -119,24 +121,34 @@ def parse_segment(segment: list[str], users: pl.DataFrame | None) -> tuple[set[s
     return set(users.filter(mask)["user_id"].to_list()), " and ".join(segment)
 
 
-def item_categories(catalogue: pl.DataFrame | None, vocab: ItemVocab) -> tuple[list[str], np.ndarray]:
-    """Category names and an (n_items, n_categories) matrix; an item in g categories gives 1/g to each.
+def item_categories(catalogue: pl.DataFrame | None, vocab: ItemVocab) -> tuple[list[str], sparse.csr_matrix]:
+    """Category names and a sparse (n_items, n_categories) matrix; an item in g categories gives 1/g to each.
 
-    MovieLens genres are pipe-separated; category paths ("A > B > C") keep their most specific part.
+    MovieLens genres are pipe-separated; category paths ("A > B > C") keep their most specific part. Sparse:
+    a million items in a thousand categories would be 4 GB dense.
     """
     if catalogue is None or "category" not in catalogue.columns:
-        return [], np.zeros((len(vocab), 0), dtype=np.float32)
-    lookup = dict(zip(catalogue["item_id"].cast(pl.String).to_list(), catalogue["category"].to_list(), strict=True))
-    per_item = []
-    for item_id in vocab.item_ids:
-        raw = lookup.get(item_id) or ""
-        per_item.append([p.split(">")[-1].strip() for p in raw.split("|") if p.strip()])
-    names = sorted({p for parts in per_item for p in parts})
-    index = {name: i for i, name in enumerate(names)}
-    matrix = np.zeros((len(vocab), len(names)), dtype=np.float32)
-    for row, parts in enumerate(per_item):
-        for p in parts:
-            matrix[row, index[p]] += 1.0 / len(parts)
+        return [], sparse.csr_matrix((len(vocab), 0), dtype=np.float32)
+    parts = (
+        pl.DataFrame({"item_id": vocab.item_ids, "row": np.arange(len(vocab))})
+        .join(
+            catalogue.select(pl.col("item_id").cast(pl.String), pl.col("category").cast(pl.String)).unique(
+                "item_id", keep="last", maintain_order=True
+            ),
+            on="item_id",
+        )
+        .select("row", pl.col("category").fill_null("").str.split("|"))
+        .explode("category")
+        .filter(pl.col("category").str.strip_chars() != "")
+        .select("row", pl.col("category").str.split(">").list.last().str.strip_chars())
+        .with_columns((1.0 / pl.len().over("row")).alias("weight"))
+    )
+    names = sorted(parts["category"].unique().to_list())
+    column = parts["category"].replace_strict(names, list(range(len(names))), return_dtype=pl.Int64)
+    matrix = sparse.csr_matrix(
+        (parts["weight"].to_numpy().astype(np.float32), (parts["row"].to_numpy(), column.to_numpy())),
+        shape=(len(vocab), len(names)),
+    )  # repeated (item, category) pairs are summed, as a category named twice counts twice
     return names, matrix
 
 
@@ -157,9 +169,17 @@ def _overview(events: pl.LazyFrame, vocab: ItemVocab) -> dict[str, Any]:
 
 
 def load_data(
-    bundles: Path, events: Path, users: Path | None = None, segment: list[str] | None = None, k: int = 10
+    bundles: Path,
+    events: Path,
+    users: Path | None = None,
+    segment: list[str] | None = None,
+    k: int = 10,
+    backtest_users: int | None = None,
 ) -> ReportData:
-    """Open the bundle, scan the events and split them; aggregations run in polars, on partitioned parquet."""
+    """Open the bundle, scan the events and split them; aggregations run in polars, on partitioned parquet.
+
+    `backtest_users`: the back-test ranks every item for each of its users, so past this many it runs on a fixed
+    random sample of them (None: all); the forward predictions always cover every user."""
     engine = BundleRecommender(bundles, threads=cpu_threads())
     vocab = engine.vocab
     users_table = load_users(users)
@@ -181,6 +201,9 @@ def load_data(
     test = split.test
     chosen = in_segment(test.user_ids)
     holdout = HoldoutSet([test.user_ids[i] for i in chosen], [test.inputs[i] for i in chosen], test.targets[chosen])
+    holdout_users = len(holdout)
+    if backtest_users is not None:
+        holdout = holdout.subset(backtest_users, seed=0)
     forward_idx = in_segment(sequences.user_ids)
     forward_users = [sequences.user_ids[i] for i in forward_idx]
     if not len(holdout) and not forward_users:
@@ -203,6 +226,7 @@ def load_data(
         category_names=category_names,
         category_matrix=category_matrix,
         holdout=holdout,
+        holdout_users=holdout_users,
         forward_users=forward_users,
         forward_hist=[sequences.items[i][-engine.max_len :] for i in forward_idx],
         cold_users=cold_users,

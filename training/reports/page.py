@@ -13,11 +13,14 @@ from recsys.durable import atomic_write, atomic_write_text
 from training.reports.backtest import LM, Findings
 from training.reports.data import ReportData
 from training.reports.figures import Figure
+from training.reports.predictions import CANDIDATES, Forward
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
 
-def document(data: ReportData, findings: Findings, figures: list[Figure], users_predicted: int, wall_s: float) -> dict:
+def document(
+    data: ReportData, findings: Findings, figures: list[Figure], forward: Forward, users_predicted: int, wall_s: float
+) -> dict:
     """The numbers behind the page, as written to report.json."""
     activity = findings.activity or {}
     calibration = findings.calibration
@@ -28,6 +31,9 @@ def document(data: ReportData, findings: Findings, figures: list[Figure], users_
         "events": data.overview,
         "users_predicted": users_predicted,
         "users_in_backtest": len(data.holdout),
+        "holdout_users": data.holdout_users,  # more than users_in_backtest: the back-test ran on a fixed sample
+        "predictions_method": forward.method,
+        "candidates": CANDIDATES if forward.method == "candidates" else None,
         "k": data.k,
         "quality": findings.quality,
         "activity": {key: value for key, value in activity.items() if key != "bins"} or None,
