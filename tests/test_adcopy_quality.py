@@ -1,0 +1,76 @@
+"""How copy reads: repeated n-grams, catalogue boilerplate and concrete facts, on handmade records and on the
+fallback template of the project's own synthetic catalogue."""
+
+from __future__ import annotations
+
+import pytest
+
+from recsys.adcopy import Copy, ItemRecord, records_from_catalogue, template_copy
+from recsys.adcopy.quality import boilerplate, concrete_facts, copy_quality, repeated_ngram_rate
+from recsys.data.synthetic import generate, load_preset
+
+BEAKER = ItemRecord(
+    item_id="B00X4WHP5E",
+    name="Kimble Glass Beaker XR2000",
+    brand="Kimble",
+    categories=("Industrial & Scientific", "Lab Supplies", "Beakers"),
+    price=12.5,
+    description="Made of borosilicate glass, 250 ml capacity, graduated for boiling and heating solutions.",
+)
+
+
+def test_repeated_ngrams_are_the_share_of_word_ngrams_seen_before_in_the_same_copy() -> None:
+    assert repeated_ngram_rate("a sturdy beaker for the lab") == 0.0
+    assert repeated_ngram_rate("great beaker great beaker great beaker", n=2) == pytest.approx(3 / 5)
+    assert repeated_ngram_rate("A b c, a B c!", n=3) == pytest.approx(1 / 4)  # case and punctuation ignored
+    assert repeated_ngram_rate("too short", n=3) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("Kimble beaker. Category: Lab Supplies.", "field label"),
+        ("Kimble beaker for Lab Supplies > Beakers.", "category path separator"),
+        ("Kimble beaker from lab supplies beakers, 250 ml.", "category path 'Lab Supplies Beakers'"),
+        ("Kimble beaker, code K7731PQ, 250 ml.", "product code 'K7731PQ'"),
+        ("Kimble beaker B00X4WHP5E in borosilicate glass.", "product code 'B00X4WHP5E'"),
+        ("SKU #44 beaker.", "field label"),
+    ],
+)
+def test_catalogue_furniture_is_boilerplate(text: str, reason: str) -> None:
+    assert any(reason in found for found in boilerplate(text, BEAKER)), boilerplate(text, BEAKER)
+
+
+def test_plain_copy_with_the_names_own_model_code_and_a_capitalised_quantity_is_not_boilerplate() -> None:
+    text = "Kimble Glass Beaker XR2000. Borosilicate glass, 250ML, graduated for heating solutions."
+    assert boilerplate(text, BEAKER) == []
+
+
+def test_concrete_facts_are_numbers_and_description_words_beyond_name_brand_and_category() -> None:
+    facts = concrete_facts("Kimble Glass Beaker XR2000: borosilicate, 250 ml, for heating in the lab.", BEAKER)
+    assert "250" in facts and "borosilicate" in facts and "heating" in facts
+    # the name's words and number, the brand and the category words are not facts beyond the name
+    assert not {"glass", "beaker", "kimble", "2000", "xr2000", "lab"} & set(facts)
+    assert concrete_facts("Kimble Glass Beaker XR2000. A beaker for your lab.", BEAKER) == []
+
+
+def test_a_copy_is_informative_with_a_number_or_two_description_words_and_no_boilerplate() -> None:
+    def informative(body: str) -> bool:
+        return copy_quality(Copy("Kimble Glass Beaker", body), BEAKER).informative
+
+    assert informative("Holds 250 ml.")
+    assert informative("Borosilicate, graduated.")
+    assert not informative("Borosilicate.")  # one word is not enough
+    assert not informative("A beaker for your lab.")
+    assert not informative("Holds 250 ml. Category: Beakers.")  # a fact, but with boilerplate
+
+
+def test_the_fallback_template_is_flagged_as_boilerplate_on_the_synthetic_catalogue() -> None:
+    _, catalogue = generate(load_preset("tiny"), seed=0)
+    records = records_from_catalogue(catalogue)
+    some = list(records.values())[:20]
+    copies = [(template_copy(record, interest), record) for record in some for interest in (None, record.brand)]
+    scored = [copy_quality(copy, record) for copy, record in copies]
+    # the template writes catalogue fields ("Price: 12.99."): safe, but not copy a marketer would ship
+    assert all(any("field label" in b for b in q.boilerplate) for q in scored)
+    assert not any(q.informative for q in scored)
