@@ -3,9 +3,11 @@ fallback template of the project's own synthetic catalogue."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from recsys.adcopy import Copy, ItemRecord, records_from_catalogue, template_copy
+from recsys.adcopy import CatalogueFacts, Copy, ItemRecord, records_from_catalogue, template_copy
 from recsys.adcopy.quality import boilerplate, concrete_facts, copy_quality, repeated_ngram_rate
 from recsys.data.synthetic import generate, load_preset
 
@@ -74,3 +76,31 @@ def test_the_fallback_template_is_flagged_as_boilerplate_on_the_synthetic_catalo
     # the template writes catalogue fields ("Price: 12.99."): safe, but not copy a marketer would ship
     assert all(any("field label" in b for b in q.boilerplate) for q in scored)
     assert not any(q.informative for q in scored)
+
+
+def test_every_system_is_scored_on_the_same_measures_and_the_template_is_all_boilerplate(tmp_path) -> None:
+    from training.adcopy.evaluation import score_system, write_side_by_side
+
+    _, catalogue = generate(load_preset("tiny"), seed=0)
+    records = list(records_from_catalogue(catalogue).values())[:30]
+    facts = CatalogueFacts.from_records(records)
+    references = [record.description or record.name for record in records]
+    template = [template_copy(record, None) for record in records]
+    invented = [Copy(record.name, "Now 99 percent off, 7 sizes.") for record in records]
+    scores = score_system(template, records, references, facts)
+    assert scores["items"] == 30 and scores["boilerplate_rate"] == 1.0 and scores["informative_rate"] == 0.0
+    assert scores["unsupported_after_checks"] == 0.0  # the template only writes record fields
+    assert score_system(invented, records, references, facts)["unsupported_after_checks"] == 1.0
+    with pytest.raises(ValueError, match="one copy, record and reference per item"):
+        score_system(template[:3], records, references, facts)
+
+    path, key_path = tmp_path / "side.md", tmp_path / "side-key.json"
+    write_side_by_side(path, key_path, records, {"template": template, "invented": invented}, seed=1)
+    key = json.loads(key_path.read_text())
+    page = path.read_text()
+    assert set(key) == {record.item_id for record in records}
+    assert {tuple(v.values()) for v in key.values()} == {("template", "invented"), ("invented", "template")}
+    assert "template" not in page and "invented" not in page  # the page does not say which is which
+    first = records[0]
+    expected = template[0] if key[first.item_id]["A"] == "template" else invented[0]
+    assert f"- **A**: **{expected.headline}** — {expected.body}" in page

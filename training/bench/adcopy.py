@@ -61,6 +61,7 @@ from recsys.harness import ServerProcess
 from recsys.runinfo import hardware, now_iso, results_path
 from recsys.settings import get_settings
 from training import pipeline
+from training.adcopy.evaluation import as_text, score_system
 from training.adcopy.finetune import (
     CopyTrainConfig,
     body_from,
@@ -76,10 +77,6 @@ from training.presets import load_preset
 def reference_text(record: ItemRecord) -> str:
     """The description's opening: the same text the model's prompt shows (recsys.adcopy.prompt)."""
     return prompt_description(record)
-
-
-def as_text(copy: Copy) -> str:
-    return f"{copy.headline}. {copy.body}"
 
 
 def distinct_n(texts: list[str], n: int) -> float:
@@ -230,6 +227,16 @@ def run_adcopy_benchmark(
             4,
         )
         bleu[system] = round(sacrebleu.corpus_bleu(texts, [references]).score, 3)
+    # every system on the same items and measures (the issue's names: small_model is the copy model's final copy)
+    systems = {
+        name: score_system([r[column] for r in rows], [records[r["item_id"]] for r in rows], references, facts)
+        for name, column in (
+            ("template", "template"),
+            ("extractive", "extractive_rule"),
+            ("retrieval", "retrieval"),
+            ("small_model", "generated"),
+        )
+    }
     generated_only = [r for r in rows if r["result"].source == "generated"]
     rouge["generated_only"] = (
         round(
@@ -335,6 +342,7 @@ def run_adcopy_benchmark(
         "protocol": __doc__.split("Protocol (one run, one seed):", 1)[1].split("Latency over HTTP")[0].strip(),
         "eval_items": len(rows),
         "copy_model": {**train_stats, "config": asdict(config), "reused": reuse_model},
+        "systems": systems,
         "rougeL": rouge,
         "bleu": bleu,
         "unsupported_fact_rate": {"before_filter": before, "after_filter": round(after, 4)},
