@@ -15,6 +15,7 @@ before each one), as Hugging Face's `generate` computes them for left-padded bat
 
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LlamaDecoder", "LlamaDecoderConfig", "export_onnx", "quantise_int8"]
+__all__ = ["LlamaDecoder", "LlamaDecoderConfig", "export_chat_writer", "export_onnx", "quantise_int8"]
 
 
 @dataclass(frozen=True)
@@ -224,3 +225,30 @@ def quantise_int8(source: str | Path, target: str | Path) -> Path:
 
     quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
     return Path(target)
+
+
+def export_chat_writer(
+    hf_model: Any, tokenizer: Any, directory: str | Path, *, quantise: bool = True, model_name: str = ""
+) -> Path:
+    """A folder `recsys.adcopy.chat_writer.ChatCopyWriter` loads: the decoder graph (`decoder.onnx`, int8 when
+    `quantise`; the float graph stays beside it as `decoder-fp32.onnx` for measuring what int8 costs), the
+    tokenizer (a `transformers` fast tokenizer's `tokenizers` backend) and `chat.json`."""
+    from recsys.adcopy.chat import IM_END
+    from recsys.adcopy.chat_writer import CHAT_CONFIG
+    from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    end = tokenizer.convert_tokens_to_ids(IM_END)
+    if end is None or end == tokenizer.unk_token_id:
+        raise ValueError(f"the tokenizer has no {IM_END} token: not a chat model's tokenizer")
+    float_path = export_onnx(LlamaDecoder.from_hf(hf_model), directory / "decoder-fp32.onnx")
+    if quantise:
+        quantise_int8(float_path, directory / COPY_DECODER)
+    else:
+        float_path.replace(directory / COPY_DECODER)
+    tokenizer.backend_tokenizer.save(str(directory / COPY_TOKENIZER))
+    stop_ids = sorted({end, *([tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else [])})
+    config = {"format": "chat", "stop_ids": stop_ids, "pad_id": end, "model": model_name, "quantised": quantise}
+    (directory / CHAT_CONFIG).write_text(json.dumps(config, indent=1) + "\n")
+    return directory

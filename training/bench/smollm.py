@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import re
 import shutil
 import statistics
 import sys
@@ -21,24 +20,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.adcopy.checks import Copy, check_copy
+from recsys.adcopy.chat import IM_END, IM_START, chat_prompt, chat_target, parse_generated
+from recsys.adcopy.checks import check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
-from recsys.adcopy.prompt import (
-    BODY,
-    BRAND,
-    CATEGORY,
-    DESCRIPTION,
-    EOS,
-    HEADLINE,
-    INTEREST,
-    MAX_DESCRIPTION_CHARS,
-    NAME,
-    PRICE,
-    SPECIAL_TOKENS,
-    TASK,
-    prompt_description,
-)
+from recsys.adcopy.prompt import MAX_DESCRIPTION_CHARS, prompt_description
 from recsys.adcopy.prompt import build_prompt as build_copy_prompt
 from recsys.adcopy.records import ItemRecord, records_from_catalogue
 from recsys.durable import atomic_write_json
@@ -53,21 +39,6 @@ MODEL_DIR = Path("models") / "smollm2-135m"
 DATASET = "amazon-scientific"  # under the data root
 RESULT_NAME = "adcopy-smollm2"  # <work_dir>/results/adcopy-smollm2.json, or benchmarks/results/ with --publish
 EVAL_SHARE = 0.08  # the same held-out items as `recsys benchmark adcopy`
-
-SYSTEM = (
-    "Write an ad for this product: a headline (at most 60 characters) and a body (at most 160 characters). "
-    "Use only facts from the record."
-)
-IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-LABELS = {
-    NAME: "Product",
-    BRAND: "Brand",
-    CATEGORY: "Category",
-    PRICE: "Price",
-    DESCRIPTION: "Description",
-    INTEREST: "Shopper's interest",
-}
-_SPECIAL = re.compile("(" + "|".join(re.escape(t) for t in SPECIAL_TOKENS) + ")")
 
 
 @dataclass
@@ -172,38 +143,6 @@ def load_smollm2(folder: Path):
 
 
 # ---------------------------------------------------------------- text format
-
-
-def prompt_fields(copy_prompt: str) -> dict[str, str]:
-    """The copy model's prompt (`<copy><interest>...<name>...`) back into its fields."""
-    parts = _SPECIAL.split(copy_prompt)
-    return {token: value.strip() for token, value in zip(parts[1::2], parts[2::2], strict=True) if value.strip()}
-
-
-def chat_prompt(copy_prompt: str) -> str:
-    """The copy model's prompt as a chat turn: one `Label: value` line per field, in the prompt's order, the
-    interest last (a field the copy format adds later gets a label from its token's name). SmolLM2's chat
-    template is written out by hand so training and decoding tokenise alike; the loss is on the target only.
-    The chat form because the base is an instruct model: the zero-shot reference gets a real instruction."""
-    fields = prompt_fields(copy_prompt)
-    order = [t for t in fields if t not in (TASK, INTEREST, HEADLINE)] + ([INTEREST] if INTEREST in fields else [])
-    user = "\n".join(f"{LABELS.get(t, t.strip('<>').capitalize())}: {fields[t]}" for t in order)
-    return f"{IM_START}system\n{SYSTEM}{IM_END}\n{IM_START}user\n{user}{IM_END}\n{IM_START}assistant\nHeadline:"
-
-
-def chat_target(copy_target: str) -> str:
-    headline, body = copy_target.removesuffix(EOS).split(BODY, 1)
-    return f" {headline.strip()}\nBody: {body.strip()}{IM_END}"
-
-
-def parse_generated(text: str) -> tuple[Copy | None, str]:
-    """(the copy, or None when there is no `Body:`; the raw text up to the end of the turn)."""
-    raw = text.split(IM_END, 1)[0]
-    if "Body:" not in raw:
-        return None, re.sub(r"\s+", " ", raw).strip()
-    headline, body = (re.sub(r"\s+", " ", part).strip() for part in raw.split("Body:", 1))
-    headline = headline.removeprefix("Headline:").strip()
-    return (Copy(headline, body) if headline and body else None), re.sub(r"\s+", " ", raw).strip()
 
 
 def reference_text(record: ItemRecord) -> str:

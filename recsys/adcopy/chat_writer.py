@@ -1,0 +1,242 @@
+"""Ad copy from a pretrained instruct model's ONNX decoder: batched decoding, the small writer's checks and fallback.
+
+`ChatCopyWriter.write(record, interest)` decodes `n` candidates for one item (the first greedy, the others
+sampled), keeps the best-scored one that parses, passes `check_copy` (grounded, no claims, within length) and
+has no catalogue boilerplate, and otherwise answers with the template, flagged, like `CopyWriter`.
+`write_many` does the same for many items at once, their prompts left-padded into one batch: the nightly
+batch's path. No torch: onnxruntime and `tokenizers` only.
+
+A chat writer's folder (written by `training.adcopy.llama.export_chat_writer`):
+
+- `decoder.onnx`: inputs `input_ids`, `attention_mask`, `past`; outputs `logits`, `present`;
+- `tokenizer.json`: the model's own tokenizer;
+- `chat.json`: `{"format": "chat", "stop_ids": [...], "pad_id": ..., "model": ..., "quantised": ...}`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from recsys.adcopy.chat import parse_generated, record_prompt
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.facts import CatalogueFacts
+from recsys.adcopy.prompt import shorten
+from recsys.adcopy.quality import boilerplate
+from recsys.adcopy.records import ItemRecord
+from recsys.adcopy.template import template_copy
+from recsys.adcopy.writer import CopyResult, fit_body
+from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
+
+__all__ = ["CHAT_CONFIG", "ChatCopyWriter", "Generation"]
+
+CHAT_CONFIG = "chat.json"
+
+
+@dataclass
+class Generation:
+    """Decoded continuations, `n` per prompt, grouped by prompt."""
+
+    texts: list[str]
+    scores: np.ndarray  # mean log-probability per continuation
+    steps: int  # decoding steps run (after the prompt)
+    finished: bool  # False when the deadline stopped decoding
+    prompt_ms: float  # the prompt pass (prefill)
+    step_ms: float  # median decoding step
+
+
+class ChatCopyWriter:
+    def __init__(
+        self, directory: str | Path, facts: CatalogueFacts, threads: int = 1, decoder: str = COPY_DECODER
+    ) -> None:
+        directory = Path(directory)
+        config_path = directory / CHAT_CONFIG
+        if not config_path.exists():
+            raise FileNotFoundError(f"{config_path} not found: not a chat writer folder (export_chat_writer makes one)")
+        self.config = json.loads(config_path.read_text())
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(directory / decoder), options, providers=["CPUExecutionProvider"])
+        self.tokenizer = Tokenizer.from_file(str(directory / COPY_TOKENIZER))
+        past = self.session.get_inputs()[2].shape  # (layers, 2, batch, kv_heads, past, head_dim)
+        self.cache_shape = (int(past[0]), 2, int(past[3]), int(past[5]))
+        self.stop_ids = np.asarray(self.config["stop_ids"], dtype=np.int64)
+        self.pad_id = int(self.config["pad_id"])
+        self.facts = facts
+
+    def _empty(self, batch: int) -> np.ndarray:
+        layers, two, heads, dim = self.cache_shape
+        return np.zeros((layers, two, batch, heads, 0, dim), dtype=np.float32)
+
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        rng: np.random.Generator | None = None,
+        max_new_tokens: int = 80,
+        temperature: float = 0.7,
+        top_k: int = 20,
+        deadline: float | None = None,
+    ) -> Generation:
+        """`n` continuations per prompt: the first greedy, the others sampled (temperature, top-k)."""
+        rng = rng if rng is not None else np.random.default_rng(0)
+        encoded = [self.tokenizer.encode(p, add_special_tokens=False).ids for p in prompts]
+        width = max(len(ids) for ids in encoded)
+        ids = np.full((len(encoded), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, seq in enumerate(encoded):  # left padding: every prompt ends at the last column
+            ids[row, width - len(seq) :] = seq
+            mask[row, width - len(seq) :] = 1
+        started = time.perf_counter()
+        logits, past = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "past": self._empty(len(ids))})
+        prompt_ms = (time.perf_counter() - started) * 1000
+        if n > 1:  # every candidate of a prompt continues from the same prompt cache
+            past, mask, logits = np.repeat(past, n, axis=2), np.repeat(mask, n, axis=0), np.repeat(logits, n, axis=0)
+        logits = logits[:, -1]
+        rows = len(logits)
+        greedy = np.arange(rows) % n == 0
+        out = np.zeros((rows, max_new_tokens), dtype=np.int64)
+        logprob, lengths = np.zeros(rows), np.full(rows, max_new_tokens)
+        done = np.zeros(rows, dtype=bool)
+        steps, step_ms = 0, []
+        for t in range(max_new_tokens):
+            if deadline is not None and time.perf_counter() > deadline:
+                break
+            token = self._pick(logits, greedy, rng, temperature, top_k)
+            full = logits - logits.max(axis=1, keepdims=True)
+            token_logprob = full[np.arange(rows), token] - np.log(np.exp(full).sum(axis=1))
+            token = np.where(done, self.pad_id, token)
+            out[:, t] = token
+            logprob += np.where(done, 0.0, token_logprob)
+            newly = ~done & np.isin(token, self.stop_ids)
+            lengths[newly] = t + 1
+            done |= newly
+            steps += 1
+            if done.all():
+                break
+            mask = np.concatenate([mask, np.ones((rows, 1), dtype=np.int64)], axis=1)
+            began = time.perf_counter()
+            logits, past = self.session.run(None, {"input_ids": token[:, None], "attention_mask": mask, "past": past})
+            step_ms.append((time.perf_counter() - began) * 1000)
+            logits = logits[:, -1]
+        texts = [
+            self.tokenizer.decode(row[: lengths[i]].tolist(), skip_special_tokens=False) for i, row in enumerate(out)
+        ]
+        return Generation(
+            texts,
+            logprob / np.maximum(np.minimum(lengths, steps), 1),
+            steps,
+            bool(done.all()),
+            prompt_ms,
+            float(np.median(step_ms)) if step_ms else 0.0,
+        )
+
+    @staticmethod
+    def _pick(
+        logits: np.ndarray, greedy: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int
+    ) -> np.ndarray:
+        top_k = min(top_k, logits.shape[1] - 1)
+        scaled = logits / temperature
+        top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
+        top_logits = np.take_along_axis(scaled, top, axis=1)
+        p = np.exp(top_logits - top_logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        choice = (p.cumsum(axis=1) < rng.random((len(logits), 1))).sum(axis=1).clip(max=top_k - 1)
+        return np.where(greedy, logits.argmax(axis=1), top[np.arange(len(logits)), choice])
+
+    def choose(
+        self,
+        texts: Sequence[str],
+        scores: np.ndarray,
+        record: ItemRecord,
+        result: CopyResult,
+        max_headline: int = MAX_HEADLINE,
+        max_body: int = MAX_BODY,
+    ) -> CopyResult:
+        """The best-scored candidate that passes every check into `result` (which keeps the template otherwise)."""
+        for i in np.argsort(-scores, kind="stable"):
+            parsed, _ = parse_generated(texts[i])
+            if parsed is None:
+                result.rejected += 1
+                result.reasons.append("candidate did not have a headline and a body")
+                continue
+            candidate = Copy(shorten(parsed.headline, max_headline), fit_body(parsed.body, max_body))
+            if result.unchecked is None:
+                result.unchecked = candidate
+            check = check_copy(candidate, record, self.facts, max_headline, max_body)
+            furniture = boilerplate(f"{candidate.headline}. {candidate.body}", record)
+            if check.ok and not furniture:
+                result.copy, result.source = candidate, "generated"
+                return result
+            result.rejected += 1
+            result.rejected_claims += bool(check.claims)
+            result.rejected_unsupported += bool(check.unsupported)
+            result.reasons.extend(check.reasons() + [f"catalogue boilerplate: {f}" for f in furniture])
+        result.reasons = list(dict.fromkeys(result.reasons))[:8]
+        if result.finished:
+            result.reasons.append("no candidate passed the checks: grounded template")
+        return result
+
+    def write(
+        self,
+        record: ItemRecord,
+        interest: str | None,
+        n: int = 2,
+        deadline_s: float | None = None,
+        seed: int | None = None,
+        max_headline: int = MAX_HEADLINE,
+        max_body: int = MAX_BODY,
+        max_new_tokens: int = 80,
+    ) -> CopyResult:
+        """Checked copy for one (item, interest); deterministic for the same inputs and seed."""
+        started = time.perf_counter()
+        key = (
+            seed
+            if seed is not None
+            else int(hashlib.sha256(f"{record.item_id}|{interest}".encode()).hexdigest()[:8], 16)
+        )
+        result = CopyResult(template_copy(record, interest, max_headline, max_body), "fallback", interest=interest)
+        deadline = None if deadline_s is None else started + deadline_s
+        generation = self.generate(
+            [record_prompt(record, interest)], n, np.random.default_rng(key), max_new_tokens, deadline=deadline
+        )
+        result.tokens, result.candidates = generation.steps, n
+        if not generation.finished and deadline is not None and time.perf_counter() > deadline:
+            result.finished = False
+            result.reasons.append(f"time budget of {deadline_s * 1000:.0f} ms ran out while generating")
+        else:
+            self.choose(generation.texts, generation.scores, record, result, max_headline, max_body)
+        result.generate_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def write_many(
+        self,
+        pairs: Sequence[tuple[ItemRecord, str | None]],
+        batch_size: int = 8,
+        n: int = 1,
+        max_new_tokens: int = 80,
+    ) -> list[CopyResult]:
+        """Checked copy for many (item, interest) pairs, `batch_size` prompts per decoder batch."""
+        results = []
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            began = time.perf_counter()
+            generation = self.generate(
+                [record_prompt(record, interest) for record, interest in batch], n, max_new_tokens=max_new_tokens
+            )
+            share_ms = (time.perf_counter() - began) * 1000 / len(batch)
+            for k, (record, interest) in enumerate(batch):
+                result = CopyResult(template_copy(record, interest), "fallback", interest=interest)
+                result.tokens, result.candidates, result.generate_ms = generation.steps, n, share_ms
+                rows = slice(k * n, (k + 1) * n)
+                results.append(self.choose(generation.texts[rows], generation.scores[rows], record, result))
+        return results
