@@ -37,6 +37,9 @@ TARGETS = {
 }
 
 
+STEPS = 300  # at most; stops once the copies are memorised
+
+
 def tiny_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -67,20 +70,25 @@ def writer_dir(tmp_path_factory) -> tuple:
         max_position_embeddings=512,
     )
     model = LlamaForCausalLM(config)
-    rows = []
+    encoded = []
     for prompt, target in zip(prompts, targets, strict=True):
         p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         t = tokenizer(target, add_special_tokens=False)["input_ids"]
-        rows.append((torch.tensor([p + t]), len(p)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(250):  # memorise the three copies (loss on the copy only, as fine-tuning does)
-        loss = 0.0
-        for ids, begin in rows:
-            logits = model(ids).logits[0, begin - 1 : -1]
-            loss = loss + F.cross_entropy(logits, ids[0, begin:])
+        encoded.append((p + t, len(p)))
+    width = max(len(ids) for ids, _ in encoded)
+    ids = torch.zeros(len(encoded), width, dtype=torch.long)
+    mask, labels = torch.zeros_like(ids), torch.full_like(ids, -100)
+    for row, (seq, begin) in enumerate(encoded):  # one right-padded batch; the loss on the copy only
+        ids[row, : len(seq)], mask[row, : len(seq)] = torch.tensor(seq), 1
+        labels[row, begin - 1 : len(seq) - 1] = torch.tensor(seq[begin:])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    for _ in range(STEPS):  # memorise the three copies
+        loss = F.cross_entropy(model(ids, attention_mask=mask).logits.flatten(0, 1), labels.flatten())
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if loss.item() < 0.01:
+            break
     model.eval()
     directory = export_chat_writer(model, tokenizer, tmp_path_factory.mktemp("chat"), quantise=False, model_name="tiny")
     return directory, CatalogueFacts.from_records(RECORDS)
