@@ -4,6 +4,8 @@ checked like the small model's copy. A learned copy that invents a number is ref
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -14,7 +16,9 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from recsys.adcopy import CatalogueFacts, Copy, ItemRecord
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, record_prompt
 from recsys.adcopy.chat_writer import ChatCopyWriter
+from training.adcopy.evaluation import perplexity
 from training.adcopy.llama import export_chat_writer
+from training.adcopy.pretrained import SmolTrainConfig, encode, fine_tune, harvest_targets, training_pairs, vet
 
 RECORDS = [
     ItemRecord(
@@ -91,11 +95,11 @@ def writer_dir(tmp_path_factory) -> tuple:
             break
     model.eval()
     directory = export_chat_writer(model, tokenizer, tmp_path_factory.mktemp("chat"), quantise=False, model_name="tiny")
-    return directory, CatalogueFacts.from_records(RECORDS)
+    return directory, CatalogueFacts.from_records(RECORDS), model, tokenizer
 
 
 def test_the_learned_grounded_copy_is_written_and_passes_the_checks(writer_dir) -> None:
-    directory, facts = writer_dir
+    directory, facts, *_ = writer_dir
     writer = ChatCopyWriter(directory, facts)
     for item_id in ("B01", "B03"):
         record = next(r for r in RECORDS if r.item_id == item_id)
@@ -106,7 +110,7 @@ def test_the_learned_grounded_copy_is_written_and_passes_the_checks(writer_dir) 
 
 
 def test_a_copy_that_invents_a_number_is_refused_and_the_template_answers(writer_dir) -> None:
-    directory, facts = writer_dir
+    directory, facts, *_ = writer_dir
     writer = ChatCopyWriter(directory, facts)
     gloves = RECORDS[1]
     result = writer.write(gloves, None, n=1)
@@ -117,7 +121,7 @@ def test_a_copy_that_invents_a_number_is_refused_and_the_template_answers(writer
 
 
 def test_a_batch_of_left_padded_prompts_writes_what_one_at_a_time_writes(writer_dir) -> None:
-    directory, facts = writer_dir
+    directory, facts, *_ = writer_dir
     writer = ChatCopyWriter(directory, facts)
     one_by_one = [writer.write(record, None, n=1) for record in RECORDS]
     batched = writer.write_many([(record, None) for record in RECORDS], batch_size=3)
@@ -126,17 +130,62 @@ def test_a_batch_of_left_padded_prompts_writes_what_one_at_a_time_writes(writer_
 
 
 def test_a_spent_time_budget_answers_with_the_template_flagged(writer_dir) -> None:
-    directory, facts = writer_dir
+    directory, facts, *_ = writer_dir
     result = ChatCopyWriter(directory, facts).write(RECORDS[0], None, n=2, deadline_s=0.0)
     assert result.source == "fallback" and not result.finished
     assert any("time budget" in reason for reason in result.reasons)
 
 
 def test_sampled_candidates_are_scored_and_the_greedy_one_is_among_them(writer_dir) -> None:
-    directory, facts = writer_dir
+    directory, facts, *_ = writer_dir
     generation = ChatCopyWriter(directory, facts).generate(
         [record_prompt(RECORDS[0], None)], n=3, rng=np.random.default_rng(1)
     )
     assert len(generation.texts) == 3 and generation.finished
     assert generation.texts[0].startswith(" Kimble Glass Beaker\nBody:")
     assert np.all(generation.scores <= 0) and generation.prompt_ms > 0
+
+
+def test_perplexity_under_the_onnx_graph_is_the_torch_models_and_padding_does_not_change_it(writer_dir) -> None:
+    directory, facts, model, tokenizer = writer_dir
+    judge = ChatCopyWriter(directory, facts)
+    texts = ["Kimble Glass Beaker. Borosilicate glass that holds 250 ml.", "Nitrile gloves.", "Weighs up to 500 g."]
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+            nll += F.cross_entropy(model(ids).logits[0, :-1], ids[0, 1:], reduction="sum").item()
+            count += ids.shape[1] - 1
+    expected = float(np.exp(nll / count))
+    assert perplexity(judge, texts, batch_size=3) == pytest.approx(expected, rel=1e-4)
+    assert perplexity(judge, texts, batch_size=1) == pytest.approx(expected, rel=1e-4)
+    with pytest.raises(ValueError, match="two tokens"):
+        perplexity(judge, [""])
+
+
+def test_rejection_sampling_keeps_only_checked_informative_copies_and_fills_in_record_targets(writer_dir) -> None:
+    directory, facts, *_ = writer_dir
+    writer = ChatCopyWriter(directory, facts)
+    harvested, stats = harvest_targets(writer, [(record, None) for record in RECORDS], n=1, batch_size=2, log=str)
+    assert {h.record.item_id: h.copy for h in harvested} == {"B01": TARGETS["B01"], "B03": TARGETS["B03"]}
+    assert stats.as_dict()["refused"] == {"unsupported fact": 1} and stats.accepted == 2 and stats.candidates == 3
+    pairs = training_pairs(harvested, RECORDS, facts, np.random.default_rng(0))
+    targets = [target for _, target in pairs]
+    assert copy_target(TARGETS["B01"]) in targets and copy_target(TARGETS["B03"]) in targets
+    derived = [(prompt, target) for prompt, target in pairs[2:]]
+    assert derived and all("Nitrile Exam Gloves" in prompt for prompt, _ in derived)  # the refused item's own
+    assert all("900" not in target for _, target in pairs)  # the invented number never becomes a target
+    assert not vet(" A\nBody: Category: Lab Supplies > Beakers, 250 ml.", RECORDS[0], facts)[0]
+
+
+def test_partial_fine_tuning_trains_the_top_layers_only(writer_dir) -> None:
+    _, _, model, tokenizer = writer_dir
+    model = copy.deepcopy(model)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    pairs = [(record_prompt(record, None), copy_target(TARGETS[record.item_id])) for record in RECORDS]
+    config = SmolTrainConfig(max_minutes=0.02, train_layers=1, batch_size=2, chunk=4, lr=1e-2)
+    stats, _ = fine_tune(model, tokenizer, encode(tokenizer, pairs, config.max_tokens), config, log=str)
+    changed = {name for name, p in model.named_parameters() if not torch.equal(p, before[name])}
+    assert stats["steps"] >= 1 and changed
+    assert all(name.startswith(("model.layers.1.", "model.norm.")) for name in changed), changed
+    assert stats["trained_params"] < stats["total_params"]

@@ -73,7 +73,7 @@ class ChatCopyWriter:
         self.pad_id = int(self.config["pad_id"])
         self.facts = facts
 
-    def _empty(self, batch: int) -> np.ndarray:
+    def empty_cache(self, batch: int) -> np.ndarray:
         layers, two, heads, dim = self.cache_shape
         return np.zeros((layers, two, batch, heads, 0, dim), dtype=np.float32)
 
@@ -97,7 +97,9 @@ class ChatCopyWriter:
             ids[row, width - len(seq) :] = seq
             mask[row, width - len(seq) :] = 1
         started = time.perf_counter()
-        logits, past = self.session.run(None, {"input_ids": ids, "attention_mask": mask, "past": self._empty(len(ids))})
+        logits, past = self.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "past": self.empty_cache(len(ids))}
+        )
         prompt_ms = (time.perf_counter() - started) * 1000
         if n > 1:  # every candidate of a prompt continues from the same prompt cache
             past, mask, logits = np.repeat(past, n, axis=2), np.repeat(mask, n, axis=0), np.repeat(logits, n, axis=0)

@@ -18,16 +18,18 @@ import statistics
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import sacrebleu
 from rouge_score import rouge_scorer
 
+from recsys.adcopy.chat_writer import ChatCopyWriter
 from recsys.adcopy.checks import Copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 
-__all__ = ["as_text", "score_system", "write_side_by_side"]
+__all__ = ["as_text", "perplexity", "score_system", "write_side_by_side"]
 
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
@@ -35,6 +37,35 @@ _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 def as_text(copy: Copy) -> str:
     """Headline and body as one text, the way the metrics read a copy."""
     return f"{copy.headline}. {copy.body}"
+
+
+def perplexity(judge: ChatCopyWriter, texts: Sequence[str], batch_size: int = 16) -> float:
+    """Fluency: the corpus perplexity of `texts` under the judge's language model, each text read on its own,
+    exp(total negative log-likelihood / tokens predicted). The judge must be a model that did not write the
+    texts (the base model before fine-tuning), or it rewards its own habits."""
+    encoded = [judge.tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
+    encoded = [ids for ids in encoded if len(ids) >= 2]
+    if not encoded:
+        raise ValueError("no text of two tokens or more to score")
+    nll, predicted = 0.0, 0
+    for start in range(0, len(encoded), batch_size):
+        batch = encoded[start : start + batch_size]
+        width = max(len(ids) for ids in batch)
+        ids = np.full((len(batch), width), judge.pad_id, dtype=np.int64)
+        mask = np.zeros_like(ids)
+        for row, seq in enumerate(batch):  # right padding: a causal model's real tokens never see the pads
+            ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+        logits, _ = judge.session.run(
+            None, {"input_ids": ids, "attention_mask": mask, "past": judge.empty_cache(len(batch))}
+        )
+        logits = logits[:, :-1].astype(np.float64)
+        shifted = logits - logits.max(axis=2, keepdims=True)
+        logprob = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+        target = np.take_along_axis(logprob, ids[:, 1:, None], axis=2)[..., 0]
+        real = mask[:, 1:].astype(bool)
+        nll -= float(target[real].sum())
+        predicted += int(real.sum())
+    return float(np.exp(nll / predicted))
 
 
 def score_system(
