@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from recsys.adcopy import CatalogueFacts, Copy, ItemRecord
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, record_prompt
 from recsys.adcopy.chat_writer import ChatCopyWriter
+from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES
+from training.adcopy.batch import write_adcopy_assets
 from training.adcopy.evaluation import perplexity
 from training.adcopy.llama import export_chat_writer
 from training.adcopy.pretrained import SmolTrainConfig, encode, fine_tune, harvest_targets, training_pairs, vet
@@ -189,3 +192,26 @@ def test_partial_fine_tuning_trains_the_top_layers_only(writer_dir) -> None:
     assert stats["steps"] >= 1 and changed
     assert all(name.startswith(("model.layers.1.", "model.norm.")) for name in changed), changed
     assert stats["trained_params"] < stats["total_params"]
+
+
+def test_the_nightly_batch_can_precompute_copy_with_the_pretrained_writer(writer_dir, tmp_path) -> None:
+    directory, *_ = writer_dir
+    catalogue = pl.DataFrame(
+        {
+            "item_id": [r.item_id for r in RECORDS],
+            "title": [r.name for r in RECORDS],
+            "brand": [r.brand for r in RECORDS],
+            "category": [" > ".join(r.categories) for r in RECORDS],
+            "price": [r.price for r in RECORDS],
+            "description": [r.description for r in RECORDS],
+        }
+    )
+    recommendations = {"u1": ["B01", "B02"], "u2": ["B01", "B03"], "u3": ["B01", "NOT-IN-CATALOGUE"]}
+    stats = write_adcopy_assets(tmp_path, None, catalogue, {}, recommendations, batch_writer_dir=directory)
+    copies = pl.read_parquet(tmp_path / ADCOPY_DIR / COPY_COPIES).sort("user_id", "item_id")
+    assert stats["written_by"] == "pretrained: tiny" and stats["distinct"] == 3 and stats["copies"] == 5
+    by_item = {row["item_id"]: row for row in copies.iter_rows(named=True)}
+    assert by_item["B01"]["source"] == "generated" and by_item["B01"]["body"] == TARGETS["B01"].body
+    assert by_item["B02"]["source"] == "fallback" and "900" not in by_item["B02"]["body"]
+    assert copies.filter(pl.col("item_id") == "B01").height == 3  # written once, shared by its three users
+    assert not (tmp_path / ADCOPY_DIR / "decoder.onnx").exists()  # no live model: the service answers with the template

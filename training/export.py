@@ -31,11 +31,14 @@ ServableModel = GenerativeRecommender | EnsembleRecommender
 
 @dataclass(frozen=True)
 class AdCopyPlan:
-    """What the bundle carries for ad copy: the copy model (None: template only) and copy for each user's top-k."""
+    """What the bundle carries for ad copy: the copy model for the live path (None: template only) and copy for
+    each user's top-k, written by the copy model or, when `batch_writer_dir` is set, by a pretrained model's
+    chat writer (`training.adcopy.llama.export_chat_writer`): too slow for the live budget on CPU, fine in batch."""
 
     copy_model_dir: Path | None
     top_k: int = 3
     batch_size: int = 512
+    batch_writer_dir: Path | None = None
 
 
 def top_k_items(model: ServableModel, sequences: Sequences, k: int, batch_size: int) -> dict[str, list[str]]:
@@ -151,12 +154,20 @@ def export_bundle(
         if adcopy is not None:
             histories: dict[str, list[str]] = {}
             recommendations: dict[str, list[str]] = {}
-            if adcopy.copy_model_dir is not None:  # without a copy model nothing is precomputed: skip the scoring
+            # without a model nothing is precomputed: skip the scoring
+            if adcopy.copy_model_dir is not None or adcopy.batch_writer_dir is not None:
                 item_ids = np.asarray(model.vocab.item_ids, dtype=object)
                 pairs = zip(sequences.user_ids, sequences.items, strict=True)
                 histories = {u: item_ids[s].tolist() for u, s in pairs}
                 recommendations = top_k_items(model, sequences, adcopy.top_k, adcopy.batch_size)
-            adcopy_stats = write_adcopy_assets(staging, adcopy.copy_model_dir, catalogue, histories, recommendations)
+            adcopy_stats = write_adcopy_assets(
+                staging,
+                adcopy.copy_model_dir,
+                catalogue,
+                histories,
+                recommendations,
+                batch_writer_dir=adcopy.batch_writer_dir,
+            )
     fields = {
         "model": EncoderSpec(
             kind=model.kind,

@@ -11,17 +11,18 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import polars as pl
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from recsys.adcopy.chat_writer import ChatCopyWriter
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.interests import shared_interest
-from recsys.adcopy.records import records_from_catalogue
-from recsys.adcopy.writer import CopyWriter
+from recsys.adcopy.records import ItemRecord, records_from_catalogue
+from recsys.adcopy.writer import CopyResult, CopyWriter
 from recsys.bundle.layout import ADCOPY_DIR, COPY_CONFIG, COPY_COPIES, COPY_DECODER, COPY_FACTS, COPY_TOKENIZER
 
 COPY_COLUMNS = {
@@ -42,23 +43,40 @@ def write_adcopy_assets(
     histories: Mapping[str, Sequence[str]],
     recommendations: Mapping[str, Sequence[str]],
     console: Console | None = None,
+    batch_writer_dir: Path | None = None,
+    batch_size: int = 8,
 ) -> dict:
     """Put the copy model, the catalogue facts and the precomputed copies under `staging/adcopy/`.
 
     `recommendations` maps a user to the items to write copy for (their top-k); `histories` gives the items
     their interest is drawn from. Without a copy model only the facts are written (the service then answers
-    with the grounded template, flagged).
+    with the grounded template, flagged). With `batch_writer_dir` (a chat writer's folder) the precomputed copy
+    comes from that pretrained model, `batch_size` prompts per decoder batch; the live path keeps the copy model.
     """
     directory = staging / ADCOPY_DIR
     directory.mkdir(parents=True, exist_ok=True)
     records = records_from_catalogue(catalogue)
     facts = CatalogueFacts.from_records(records.values())
     (directory / COPY_FACTS).write_text(json.dumps(facts.to_json()))
-    if copy_model_dir is None:
+    if copy_model_dir is not None:
+        for name in (COPY_DECODER, COPY_TOKENIZER, COPY_CONFIG):
+            shutil.copy2(Path(copy_model_dir) / name, directory / name)
+    write_batch: Callable[[list[tuple[ItemRecord, str | None]]], list[CopyResult]]
+    if batch_writer_dir is not None:
+        chat_writer = ChatCopyWriter(batch_writer_dir, facts, threads=2)
+        written_by = f"pretrained: {chat_writer.config.get('model') or Path(batch_writer_dir).name}"
+
+        def write_batch(batch: list[tuple[ItemRecord, str | None]]) -> list[CopyResult]:
+            return chat_writer.write_many(batch, batch_size)
+
+    elif copy_model_dir is not None:
+        writer, written_by = CopyWriter(directory, facts), "copy model"
+
+        def write_batch(batch: list[tuple[ItemRecord, str | None]]) -> list[CopyResult]:
+            return [writer.write(record, interest) for record, interest in batch]
+
+    else:
         return {"copies": 0}
-    for name in (COPY_DECODER, COPY_TOKENIZER, COPY_CONFIG):
-        shutil.copy2(Path(copy_model_dir) / name, directory / name)
-    writer = CopyWriter(directory, facts)
 
     wanted: dict[tuple[str, str | None], list[str]] = {}  # (item, interest) -> users
     for user_id, items in recommendations.items():
@@ -75,29 +93,41 @@ def write_adcopy_assets(
     )
     with progress:
         task = progress.add_task("ad copy", total=len(wanted))
-        for (item_id, interest), users in wanted.items():
-            result = writer.write(records[item_id], interest)
-            for user_id in users:
-                rows.append(
-                    {
-                        "user_id": user_id,
-                        "item_id": item_id,
-                        "headline": result.copy.headline,
-                        "body": result.copy.body,
-                        "source": result.source,
-                        "interest": interest,
-                        "reasons": result.reasons,
-                    }
-                )
-            progress.advance(task)
+        keys = list(wanted)
+        for start in range(0, len(keys), batch_size):
+            batch = [(records[item_id], interest) for item_id, interest in keys[start : start + batch_size]]
+            rows += copy_rows(keys[start : start + batch_size], write_batch(batch), wanted)
+            progress.advance(task, len(batch))
     seconds = time.perf_counter() - started
     copies = pl.DataFrame(rows, schema=COPY_COLUMNS)
     copies.write_parquet(directory / COPY_COPIES)
     generated = copies.filter(pl.col("source") == "generated").height
     return {
         "copies": copies.height,
+        "written_by": written_by,
         "distinct": len(wanted),
         "generated_share": round(generated / max(copies.height, 1), 4),
         "seconds": round(seconds, 1),
         "distinct_per_s": round(len(wanted) / max(seconds, 1e-9), 2),
     }
+
+
+def copy_rows(
+    keys: Sequence[tuple[str, str | None]], results: Sequence[CopyResult], wanted: Mapping[tuple, Sequence[str]]
+) -> list[dict]:
+    """One row per user a distinct (item, interest) copy applies to."""
+    rows = []
+    for (item_id, interest), result in zip(keys, results, strict=True):
+        for user_id in wanted[(item_id, interest)]:
+            rows.append(
+                {
+                    "user_id": user_id,
+                    "item_id": item_id,
+                    "headline": result.copy.headline,
+                    "body": result.copy.body,
+                    "source": result.source,
+                    "interest": interest,
+                    "reasons": result.reasons,
+                }
+            )
+    return rows
