@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -643,6 +644,10 @@ def beauty_loss_comparison(results_dir: Path) -> dict[str, Any]:
         out[f"{loss}_ndcg10"] = [run["test"]["NDCG@10"] for run in runs]
         out[f"{loss}_seeds"] = [run.get("seed") for run in runs]
         out["sources"][loss] = f"benchmarks/results/{name} (preset {lm.get('preset')})"
+    if out.get("full_ndcg10") and out.get("sampled_ndcg10"):
+        ratio = statistics.fmean(out["sampled_ndcg10"]) / statistics.fmean(out["full_ndcg10"])
+        out["sampled_over_full"] = round(ratio, 4)  # mean over seeds against mean over seeds
+        out["within_3_percent"] = ratio >= 0.97
     return out
 
 

@@ -626,6 +626,11 @@ def scale(results_dir: Path) -> str:
             + (", ".join(num(v) for v in comparison.get("full_ndcg10") or []) or "not run")
             + "; sampled softmax "
             + (", ".join(num(v) for v in comparison.get("sampled_ndcg10") or []) or "not run")
+            + (
+                f"; sampled / full (means) = {comparison['sampled_over_full']:.3f}"
+                if comparison.get("sampled_over_full") is not None
+                else ""
+            )
             + "."
         )
     return "\n\n".join([table(header, rows), table(detail_header, details), source("scale.json", doc, notes)])
