@@ -16,12 +16,21 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from recsys.adcopy import CatalogueFacts, Copy, ItemRecord
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, record_prompt
-from recsys.adcopy.chat_writer import ChatCopyWriter
-from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES
+from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
+from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER
 from training.adcopy.batch import write_adcopy_assets
 from training.adcopy.evaluation import perplexity
 from training.adcopy.llama import export_chat_writer
-from training.adcopy.pretrained import SmolTrainConfig, encode, fine_tune, harvest_targets, training_pairs, vet
+from training.adcopy.pretrained import (
+    PretrainedCopyConfig,
+    SmolTrainConfig,
+    encode,
+    fine_tune,
+    harvest_targets,
+    train_pretrained_writer,
+    training_pairs,
+    vet,
+)
 
 RECORDS = [
     ItemRecord(
@@ -214,4 +223,23 @@ def test_the_nightly_batch_can_precompute_copy_with_the_pretrained_writer(writer
     assert by_item["B01"]["source"] == "generated" and by_item["B01"]["body"] == TARGETS["B01"].body
     assert by_item["B02"]["source"] == "fallback" and "900" not in by_item["B02"]["body"]
     assert copies.filter(pl.col("item_id") == "B01").height == 3  # written once, shared by its three users
-    assert not (tmp_path / ADCOPY_DIR / "decoder.onnx").exists()  # no live model: the service answers with the template
+    assert not (tmp_path / ADCOPY_DIR / COPY_DECODER).exists()  # no live model: the service answers with the template
+
+
+def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers(writer_dir, tmp_path) -> None:
+    _, facts, model, tokenizer = writer_dir
+    config = PretrainedCopyConfig(
+        harvest_items=3,
+        harvest_candidates=1,
+        batch_size=3,
+        interest_prob=0.0,
+        train=SmolTrainConfig(max_minutes=0.02, train_layers=1, batch_size=2, chunk=4),
+    )
+    stats = train_pretrained_writer(copy.deepcopy(model), tokenizer, RECORDS, facts, tmp_path, config, "tiny", str)
+    assert stats["harvest"]["accepted_items"] == 2 and stats["pairs"]["harvested"] == 4  # weight 2
+    assert stats["pairs"]["total"] > 4  # plus the gloves' record-derived targets
+    assert stats["training"]["steps"] >= 1
+    for folder in (stats["base_dir"], stats["tuned_dir"]):
+        for decoder in (COPY_DECODER, FLOAT_DECODER):
+            result = ChatCopyWriter(folder, facts, decoder=decoder).write(RECORDS[0], None, n=1)
+            assert result.tokens >= 1 and result.copy.headline

@@ -8,7 +8,8 @@ batch's path. No torch: onnxruntime and `tokenizers` only.
 
 A chat writer's folder (written by `training.adcopy.llama.export_chat_writer`):
 
-- `decoder.onnx`: inputs `input_ids`, `attention_mask`, `past`; outputs `logits`, `present`;
+- `copy_decoder.onnx`: inputs `input_ids`, `attention_mask`, `past`; outputs `logits`, `present` (int8 when
+  exported quantised; the float graph is then beside it as `copy_decoder_fp32.onnx`);
 - `tokenizer.json`: the model's own tokenizer;
 - `chat.json`: `{"format": "chat", "stop_ids": [...], "pad_id": ..., "model": ..., "quantised": ...}`.
 """
@@ -36,9 +37,10 @@ from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import CopyResult, fit_body
 from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 
-__all__ = ["CHAT_CONFIG", "ChatCopyWriter", "Generation"]
+__all__ = ["CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Generation"]
 
 CHAT_CONFIG = "chat.json"
+FLOAT_DECODER = "copy_decoder_fp32.onnx"  # the float graph beside a quantised one
 
 
 @dataclass

@@ -230,11 +230,11 @@ def quantise_int8(source: str | Path, target: str | Path) -> Path:
 def export_chat_writer(
     hf_model: Any, tokenizer: Any, directory: str | Path, *, quantise: bool = True, model_name: str = ""
 ) -> Path:
-    """A folder `recsys.adcopy.chat_writer.ChatCopyWriter` loads: the decoder graph (`decoder.onnx`, int8 when
-    `quantise`; the float graph stays beside it as `decoder-fp32.onnx` for measuring what int8 costs), the
+    """A folder `recsys.adcopy.chat_writer.ChatCopyWriter` loads: the decoder graph (int8 when `quantise`; the
+    float graph stays beside it as `FLOAT_DECODER`, for measuring what int8 costs and for judging fluency), the
     tokenizer (a `transformers` fast tokenizer's `tokenizers` backend) and `chat.json`."""
     from recsys.adcopy.chat import IM_END
-    from recsys.adcopy.chat_writer import CHAT_CONFIG
+    from recsys.adcopy.chat_writer import CHAT_CONFIG, FLOAT_DECODER
     from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 
     directory = Path(directory)
@@ -242,7 +242,7 @@ def export_chat_writer(
     end = tokenizer.convert_tokens_to_ids(IM_END)
     if end is None or end == tokenizer.unk_token_id:
         raise ValueError(f"the tokenizer has no {IM_END} token: not a chat model's tokenizer")
-    float_path = export_onnx(LlamaDecoder.from_hf(hf_model), directory / "decoder-fp32.onnx")
+    float_path = export_onnx(LlamaDecoder.from_hf(hf_model), directory / FLOAT_DECODER)
     if quantise:
         quantise_int8(float_path, directory / COPY_DECODER)
     else:

