@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from recsys.adcopy import CatalogueFacts, Copy, ItemRecord
+from recsys.adcopy import CatalogueFacts, Copy, ItemRecord, template_copy
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, record_prompt
 from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
 from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER
@@ -243,3 +243,46 @@ def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers
         for decoder in (COPY_DECODER, FLOAT_DECODER):
             result = ChatCopyWriter(folder, facts, decoder=decoder).write(RECORDS[0], None, n=1)
             assert result.tokens >= 1 and result.copy.headline
+
+
+def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(writer_dir, tmp_path) -> None:
+    from training.bench.adcopy_pretrained import pretrained_systems
+
+    _, facts, model, tokenizer = writer_dir
+    config = PretrainedCopyConfig(
+        harvest_items=3,
+        harvest_candidates=1,
+        batch_size=2,
+        interest_prob=0.0,
+        train=SmolTrainConfig(max_minutes=0.01, train_layers=1, batch_size=2, chunk=4),
+    )
+    pairs = [(record, None) for record in RECORDS]
+    added = pretrained_systems(
+        model=copy.deepcopy(model),
+        tokenizer=tokenizer,
+        model_name="tiny",
+        train_records=RECORDS,
+        eval_pairs=pairs,
+        references=[record.description for record in RECORDS],
+        baseline_copies={"template": [template_copy(r, None) for r in RECORDS], "small_model": list(TARGETS.values())},
+        facts=facts,
+        work_dir=tmp_path / "work",
+        results_dir=tmp_path / "results",
+        config=config,
+        live_items=3,
+        log=str,
+    )
+    systems = added["systems"]
+    assert set(systems) == {
+        "template",
+        "small_model",
+        "pretrained_zero_shot",
+        "pretrained_finetuned",
+        "pretrained_finetuned_quantised",
+    }
+    assert all(s["items"] == 3 and s["perplexity"] > 1 for s in systems.values())
+    assert systems["template"]["boilerplate_rate"] == 1.0 and "fallback_rate" in systems["pretrained_finetuned"]
+    assert (tmp_path / "results" / added["side_by_side"]["file"]).exists() and added["side_by_side"]["items"] == 3
+    live = added["pretrained_live"]
+    assert live["requests"] == 3 and live["p99_ms"] >= live["p50_ms"] > 0 and 0 <= live["in_budget_rate"] <= 1
+    assert [e["item_id"] for e in added["examples_first_three"]] == ["B01", "B02", "B03"]

@@ -74,6 +74,7 @@ class ChatCopyWriter:
         self.stop_ids = np.asarray(self.config["stop_ids"], dtype=np.int64)
         self.pad_id = int(self.config["pad_id"])
         self.facts = facts
+        self.last_generation: Generation | None = None  # the latest write()'s decoding, for its timings
 
     def empty_cache(self, batch: int) -> np.ndarray:
         layers, two, heads, dim = self.cache_shape
@@ -213,6 +214,7 @@ class ChatCopyWriter:
         generation = self.generate(
             [record_prompt(record, interest)], n, np.random.default_rng(key), max_new_tokens, deadline=deadline
         )
+        self.last_generation = generation
         result.tokens, result.candidates = generation.steps, n
         if not generation.finished and deadline is not None and time.perf_counter() > deadline:
             result.finished = False

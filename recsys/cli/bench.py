@@ -97,6 +97,17 @@ def benchmark_cold_start(
         fail(str(exc))
 
 
+def pretrained_config(minutes: float, harvest_minutes: float, seed: int):  # noqa: ANN201 (lazy import)
+    """The pretrained phase's recipe, or None when it is off (`--pretrained-minutes 0`)."""
+    if minutes <= 0:
+        return None
+    from training.adcopy.pretrained import PretrainedCopyConfig, SmolTrainConfig
+
+    return PretrainedCopyConfig(
+        harvest_minutes=harvest_minutes, train=SmolTrainConfig(max_minutes=minutes, seed=seed), seed=seed
+    )
+
+
 @app.command("adcopy")
 @trains
 def benchmark_adcopy(
@@ -107,6 +118,10 @@ def benchmark_adcopy(
     seed: int = typer.Option(0),
     reuse_model: bool = typer.Option(False, help="evaluate the copy model a previous run trained (no training)"),
     latency_only: bool = typer.Option(False, help="only re-measure HTTP latency against the last run's bundle"),
+    pretrained_minutes: float = typer.Option(
+        0.0, help="fine-tune the pretrained SmolLM2 for this many minutes and score it too (0: skip that phase)"
+    ),
+    harvest_minutes: float = typer.Option(15.0, help="time for the base model to write candidate targets"),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = OUT,
     publish: bool = PUBLISH,
@@ -143,6 +158,7 @@ def benchmark_adcopy(
             publish=publish,
             seed=seed,
             reuse_model=reuse_model,
+            pretrained=pretrained_config(pretrained_minutes, harvest_minutes, seed),
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))
