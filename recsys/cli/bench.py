@@ -367,7 +367,7 @@ def benchmark_serving_scale(
 def benchmark_scale(
     sizes: str = typer.Option("10k,100k,1m", help="comma-separated catalogue sizes (N items, N users, 20 N events)"),
     train_minutes: float = typer.Option(
-        None, min=0.1, help="training budget per size (default: 3 below 1M items, 20 from 1M)"
+        None, min=0.1, help="training budget per size (default: 3 below 1M items, 10 from 1M)"
     ),
     work: Path = typer.Option(None, help="folder of the worlds, datasets, models, bundles (default: <work_dir>/scale)"),
     max_stage_minutes: float = typer.Option(None, min=0.1, help="stop any stage after this long (default: by size)"),
