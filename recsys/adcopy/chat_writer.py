@@ -28,13 +28,12 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy.chat import parse_generated, record_prompt
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import shorten
 from recsys.adcopy.quality import boilerplate
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
-from recsys.adcopy.writer import CopyResult, fit_body
+from recsys.adcopy.writer import CopyResult, sample_top_k
 from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 
 __all__ = ["CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Generation"]
@@ -116,7 +115,7 @@ class ChatCopyWriter:
         for t in range(max_new_tokens):
             if deadline is not None and time.perf_counter() > deadline:
                 break
-            token = self._pick(logits, greedy, rng, temperature, top_k)
+            token = np.where(greedy, logits.argmax(axis=1), sample_top_k(logits, rng, temperature, top_k))
             full = logits - logits.max(axis=1, keepdims=True)
             token_logprob = full[np.arange(rows), token] - np.log(np.exp(full).sum(axis=1))
             token = np.where(done, self.pad_id, token)
@@ -145,19 +144,6 @@ class ChatCopyWriter:
             float(np.median(step_ms)) if step_ms else 0.0,
         )
 
-    @staticmethod
-    def _pick(
-        logits: np.ndarray, greedy: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int
-    ) -> np.ndarray:
-        top_k = min(top_k, logits.shape[1] - 1)
-        scaled = logits / temperature
-        top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
-        top_logits = np.take_along_axis(scaled, top, axis=1)
-        p = np.exp(top_logits - top_logits.max(axis=1, keepdims=True))
-        p /= p.sum(axis=1, keepdims=True)
-        choice = (p.cumsum(axis=1) < rng.random((len(logits), 1))).sum(axis=1).clip(max=top_k - 1)
-        return np.where(greedy, logits.argmax(axis=1), top[np.arange(len(logits)), choice])
-
     def choose(
         self,
         texts: Sequence[str],
@@ -169,27 +155,16 @@ class ChatCopyWriter:
     ) -> CopyResult:
         """The best-scored candidate that passes every check into `result` (which keeps the template otherwise)."""
         for i in np.argsort(-scores, kind="stable"):
-            parsed, _ = parse_generated(texts[i])
-            if parsed is None:
-                result.rejected += 1
-                result.reasons.append("candidate did not have a headline and a body")
+            candidate = result.candidate(parse_generated(texts[i])[0], max_headline, max_body)
+            if candidate is None:
                 continue
-            candidate = Copy(shorten(parsed.headline, max_headline), fit_body(parsed.body, max_body))
-            if result.unchecked is None:
-                result.unchecked = candidate
             check = check_copy(candidate, record, self.facts, max_headline, max_body)
             furniture = boilerplate(f"{candidate.headline}. {candidate.body}", record)
             if check.ok and not furniture:
                 result.copy, result.source = candidate, "generated"
                 return result
-            result.rejected += 1
-            result.rejected_claims += bool(check.claims)
-            result.rejected_unsupported += bool(check.unsupported)
-            result.reasons.extend(check.reasons() + [f"catalogue boilerplate: {f}" for f in furniture])
-        result.reasons = list(dict.fromkeys(result.reasons))[:8]
-        if result.finished:
-            result.reasons.append("no candidate passed the checks: grounded template")
-        return result
+            result.refuse(check, [f"catalogue boilerplate: {f}" for f in furniture])
+        return result.fall_back()
 
     def write(
         self,

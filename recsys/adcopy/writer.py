@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy._text import words
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, CheckResult, Copy, check_copy
 from recsys.adcopy.constraint import SpanConstraint
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import (
@@ -56,6 +57,44 @@ class CopyResult:
     generate_ms: float = 0.0
     finished: bool = True  # False: the deadline stopped decoding
     unchecked: Copy | None = None  # the best raw candidate before the checks (for measuring the filter)
+
+    def candidate(self, parsed: Copy | None, max_headline: int, max_body: int) -> Copy | None:
+        """The parsed candidate fitted to the limits (the first one is kept as `unchecked`), or None, counted as
+        rejected, when the model did not write a headline and a body."""
+        if parsed is None:
+            self.rejected += 1
+            self.reasons.append("candidate did not have a headline and a body")
+            return None
+        fitted = Copy(shorten(parsed.headline, max_headline), fit_body(parsed.body, max_body))
+        if self.unchecked is None:
+            self.unchecked = fitted
+        return fitted
+
+    def refuse(self, check: CheckResult, reasons: Sequence[str] = ()) -> None:
+        """Count a candidate that failed a check, with why."""
+        self.rejected += 1
+        self.rejected_claims += bool(check.claims)
+        self.rejected_unsupported += bool(check.unsupported)
+        self.reasons.extend([*check.reasons(), *reasons])
+
+    def fall_back(self) -> CopyResult:
+        """No candidate passed: the template stays, with the distinct reasons (bounded) and why."""
+        self.reasons = list(dict.fromkeys(self.reasons))[:8]
+        if self.finished:
+            self.reasons.append("no candidate passed the checks: grounded template")
+        return self
+
+
+def sample_top_k(logits: np.ndarray, rng: np.random.Generator, temperature: float, top_k: int) -> np.ndarray:
+    """One token per row, drawn from the row's `top_k` most likely at `temperature`."""
+    top_k = min(top_k, logits.shape[1] - 1)
+    scaled = logits / temperature
+    top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
+    top_logits = np.take_along_axis(scaled, top, axis=1)
+    p = np.exp(top_logits - top_logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    choice = (p.cumsum(axis=1) < rng.random((len(logits), 1))).sum(axis=1).clip(max=top_k - 1)
+    return top[np.arange(len(logits)), choice]
 
 
 def fit_body(body: str, limit: int) -> str:
@@ -122,13 +161,7 @@ class CopyWriter:
                 break
             if constraint is not None:
                 logits = np.where(constraint.mask(state), logits, -1e9)
-            scaled = logits / temperature
-            top = np.argpartition(-scaled, top_k, axis=1)[:, :top_k]
-            top_logits = np.take_along_axis(scaled, top, axis=1)
-            p = np.exp(top_logits - top_logits.max(axis=1, keepdims=True))
-            p /= p.sum(axis=1, keepdims=True)
-            choice = (p.cumsum(axis=1) < rng.random((n, 1))).sum(axis=1).clip(max=top_k - 1)
-            token = top[np.arange(n), choice]
+            token = sample_top_k(logits, rng, temperature, top_k)
             full = logits - logits.max(axis=1, keepdims=True)
             token_logprob = full[np.arange(n), token] - np.log(np.exp(full).sum(axis=1))
             token = np.where(done, self.eos, token)
@@ -194,14 +227,9 @@ class CopyWriter:
                 result.reasons.append(f"time budget of {deadline_s * 1000:.0f} ms ran out while generating")
                 break
             for i in np.argsort(-scores):
-                parsed = parse_copy(texts[i])
-                if parsed is None:
-                    result.rejected += 1
-                    result.reasons.append("candidate did not have a headline and a body")
+                candidate = result.candidate(parse_copy(texts[i]), max_headline, max_body)
+                if candidate is None:
                     continue
-                candidate = Copy(shorten(parsed.headline, max_headline), fit_body(parsed.body, max_body))
-                if result.unchecked is None:
-                    result.unchecked = candidate
                 check = check_copy(candidate, record, self.facts, max_headline, max_body)
                 strange = sorted(set(words(f"{candidate.headline} {candidate.body}")) - vocabulary)
                 if check.ok and strange:
@@ -213,12 +241,7 @@ class CopyWriter:
                     result.copy, result.source = candidate, "generated"
                     result.generate_ms = (time.perf_counter() - started) * 1000
                     return result
-                result.rejected += 1
-                result.rejected_claims += bool(check.claims)
-                result.rejected_unsupported += bool(check.unsupported)
-                result.reasons.extend(check.reasons())
-        result.reasons = list(dict.fromkeys(result.reasons))[:8]  # distinct, bounded
-        if result.finished:
-            result.reasons.append("no candidate passed the checks: grounded template")
+                result.refuse(check)
+        result.fall_back()
         result.generate_ms = (time.perf_counter() - started) * 1000
         return result
