@@ -175,3 +175,20 @@ def test_the_command_refuses_a_bad_size():
         [sys.executable, "-m", "recsys.cli", "benchmark", "scale", "--sizes", "ten"], capture_output=True, text=True
     )
     assert out.returncode == 1 and "ten" in out.stderr and "10k" in out.stderr
+
+
+def test_a_size_measured_again_replaces_its_entry_and_the_others_keep_the_command_that_measured_them(tmp_path):
+    from training.bench.scale import eval_users, kept_sizes
+
+    earlier = {
+        "command": "recsys benchmark scale --sizes 10k,1m",
+        "date": "2026-12-01T00:00:00+00:00",
+        "sizes": [{"items": 10_000, "stages": {}}, {"items": 1_000_000, "stages": {}}],
+    }
+    path = tmp_path / "scale.json"
+    path.write_text(json.dumps(earlier))
+    kept = kept_sizes(path, {1_000_000})
+    assert kept == [{"command": earlier["command"], "date": earlier["date"], "items": 10_000, "stages": {}}]
+    assert kept_sizes(tmp_path / "missing.json", {10_000}) == []
+    # the nightly's and the report's evaluation sample shrinks only where users x items would pass 2e9
+    assert [eval_users(n) for n in (10_000, 100_000, 1_000_000, 10_000_000)] == [20_000, 20_000, 2_000, 1_000]

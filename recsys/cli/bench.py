@@ -372,6 +372,9 @@ def benchmark_scale(
     work: Path = typer.Option(None, help="folder of the worlds, datasets, models, bundles (default: <work_dir>/scale)"),
     max_stage_minutes: float = typer.Option(None, min=0.1, help="stop any stage after this long (default: by size)"),
     regenerate: bool = typer.Option(False, help="generate the synthetic worlds again even when cached"),
+    keep_sizes: bool = typer.Option(
+        False, help="keep the other sizes already in the output JSON (each records the command that measured it)"
+    ),
     out: Path = OUT,
     publish: bool = PUBLISH,
 ) -> None:
@@ -393,6 +396,7 @@ def benchmark_scale(
         max_stage_minutes=max_stage_minutes,
         regenerate=regenerate,
         command=command_line(),
+        keep_sizes=keep_sizes,
         log=console.print,
     )
     console.print(f"summary written to [bold]{target}[/]")

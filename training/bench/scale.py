@@ -96,6 +96,16 @@ def default_train_minutes(items: int) -> float:
     return 10.0 if items >= 1_000_000 else 3.0
 
 
+EVAL_CELLS = 2_000_000_000  # users x items one dense evaluation may score
+
+
+def eval_users(items: int) -> int:
+    """Users the nightly evaluates and the report backtests on: their default 20,000 while users x items stays
+    within `EVAL_CELLS`, fewer past it (a dense full-ranking pass costs users x items: at 1M items, 20,000
+    users took ~35 minutes per model on 2 cores)."""
+    return max(1_000, min(20_000, EVAL_CELLS // max(items, 1)))
+
+
 def stage_timeouts(size: ScaleSize, train_minutes: float, cap_minutes: float | None = None) -> dict[str, float]:
     """Seconds each stage may run: generous multiples of what the stage takes, scaled by the events, so that
     only a stage that is stuck or has blown up is stopped."""
@@ -339,6 +349,7 @@ class SizeRun:
             **asdict(size),
             "work_dir": str(self.root),
             "train_minutes": train_minutes,
+            "eval_users": eval_users(size.items),
             "stages": {},
             "index": None,
             "train_tokens_per_s": None,
@@ -529,7 +540,7 @@ class SizeRun:
             recsys_command(
                 "nightly", "--work-dir", self.nightly_dir, "--bundles", self.bundles, "--inbox", day_inbox,
                 "--journal", self.root / "no-journal.sqlite3", "--catalogue", self.world / "catalogue.parquet",
-                "--preset", self.preset, "--no-text-init",
+                "--preset", self.preset, "--no-text-init", "--eval-users", str(eval_users(self.size.items)),
             ),
         )  # fmt: skip
         figures |= {
@@ -559,6 +570,7 @@ class SizeRun:
             recsys_command(
                 "report", "behaviour", "--bundles", self.bundles, "--events", events,
                 "--nightly-dir", self.nightly_dir, "--out", self.report_dir,
+                "--backtest-users", str(eval_users(self.size.items)),
             ),
         )  # fmt: skip
         figures["events_from"] = "the nightly's lake" if nightly_ok else "the imported dataset"
@@ -651,6 +663,18 @@ def beauty_loss_comparison(results_dir: Path) -> dict[str, Any]:
     return out
 
 
+def kept_sizes(out_path: Path, measuring: set[int]) -> list[dict[str, Any]]:
+    """The sizes of an earlier `out_path` that are not being measured again, each with its own command and date."""
+    if not out_path.exists():
+        return []
+    earlier = json.loads(out_path.read_text())
+    return [
+        {"command": earlier.get("command"), "date": earlier.get("date"), **entry}
+        for entry in earlier.get("sizes", [])
+        if entry.get("items") not in measuring
+    ]
+
+
 # -- the benchmark --------------------------------------------------------------------------------------------
 def run_scale(
     sizes: Sequence[ScaleSize],
@@ -661,9 +685,13 @@ def run_scale(
     max_stage_minutes: float | None = None,
     regenerate: bool = False,
     command: str = "",
+    keep_sizes: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run every stage at each size and write the JSON to `out_path` (after every stage); returns it."""
+    """Run every stage at each size and write the JSON to `out_path` (after every stage); returns it.
+
+    `keep_sizes`: the sizes already in `out_path` that this run does not measure stay, each with the command and
+    date that measured it (so one size can be measured again, or added, without running the others)."""
     work_dir = Path(work_dir).resolve()
     document: dict[str, Any] = {
         "benchmark": "scale",
@@ -686,13 +714,18 @@ def run_scale(
         "beauty_loss_comparison": beauty_loss_comparison(REPO_ROOT / "benchmarks" / "results"),
     }
 
+    kept = kept_sizes(out_path, {size.items for size in sizes}) if keep_sizes else []
+
     def save() -> None:
+        document["sizes"] = sorted([*kept, *measured], key=lambda entry: entry["items"])
         atomic_write_json(out_path, document)
 
+    measured: list[dict[str, Any]] = []
     for size in sizes:
         minutes = train_minutes if train_minutes is not None else default_train_minutes(size.items)
         run = SizeRun(size, work_dir, minutes, stage_timeouts(size, minutes, max_stage_minutes), regenerate, save, log)
-        document["sizes"].append(run.result)
+        run.result |= {"command": command, "date": document["date"]}
+        measured.append(run.result)
         run.run()
     save()
     return document
