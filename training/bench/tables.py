@@ -577,6 +577,9 @@ def stage_cell(stage: dict | None) -> str:
     return f"{secs(stage.get('wall_s'))} / {count(round(stage['peak_rss_mb'])) if stage.get('peak_rss_mb') else '—'}"
 
 
+DEFAULT_EVAL_USERS = 20_000  # the nightly's --eval-users and the report's --backtest-users when not given
+
+
 def scale(results_dir: Path) -> str:
     doc = load(results_dir, "scale.json")
     sizes = doc.get("sizes", [])
@@ -598,7 +601,7 @@ def scale(results_dir: Path) -> str:
             walls = (stages[a].get("wall_s"), stages[b].get("wall_s")) if ok else (None, None)
             row.append(growth(walls, (sizes[a].get("events"), sizes[b].get("events"))))
         rows.append(row)
-    detail_header = ["size", "index", "recall@10", "search p50 / p99 ms", "index build s", "bundle MB"]
+    detail_header = ["size", "eval users", "index", "recall@10", "search p50 / p99 ms", "index build s", "bundle MB"]
     detail_header += ["bundle open s", "tokens/s sampled", "tokens/s full softmax", "nightly steps (s)"]
     details = []
     for label, size in zip(labels, sizes, strict=True):
@@ -607,6 +610,7 @@ def scale(results_dir: Path) -> str:
         details.append(
             [
                 label,
+                count(size.get("eval_users") or DEFAULT_EVAL_USERS),
                 str(index.get("kind", "—")),
                 num(index.get("recall_at_10"), 3),
                 f"{num(index.get('search_p50_ms'), 2)} / {num(index.get('search_p99_ms'), 2)}",
@@ -619,6 +623,17 @@ def scale(results_dir: Path) -> str:
             ]
         )
     notes = []
+    commands = {(size.get("command"), size.get("date")) for size in sizes if size.get("command")}
+    if len(commands) > 1:  # sizes measured by different runs (--keep-sizes): each says which
+        notes.append(
+            "Measured by: "
+            + "; ".join(
+                f"{label.split(' items')[0]} items: `{size['command']}` ({size.get('date')})"
+                for label, size in zip(labels, sizes, strict=True)
+                if size.get("command")
+            )
+            + "."
+        )
     comparison = doc.get("beauty_loss_comparison") or {}
     if comparison.get("full_ndcg10") or comparison.get("sampled_ndcg10"):
         notes.append(
@@ -746,6 +761,7 @@ BLOCKS: dict[str, Callable[[Path], str]] = {
     "slates": slates,
     "serving": serving,
     "serving-scale": serving_scale,
+    "scale": scale,
     "train-throughput": train_throughput,
     "nightly-replay": nightly_replay,
     "ddp": ddp,
