@@ -391,6 +391,97 @@ def adcopy(results_dir: Path) -> str:
     return "\n\n".join([scores, figures, personal, bias_table, serving, source("adcopy.json", doc, notes)])
 
 
+SYSTEM_LABELS = {
+    "template": "template",
+    "extractive": "extractive rule",
+    "retrieval": "retrieval (nearest training item)",
+    "small_model": "small model, span-constrained",
+    "pretrained_zero_shot": "SmolLM2-135M zero-shot",
+    "pretrained_finetuned": "SmolLM2-135M fine-tuned, float",
+    "pretrained_finetuned_quantised": "SmolLM2-135M fine-tuned, int8",
+}
+
+
+def quoted_copy(copy: dict | None) -> str:
+    if not copy:
+        return "—"
+    return f"“{copy.get('headline', '')}” — {copy.get('body', '')}".replace("|", "/")
+
+
+def adcopy_systems(results_dir: Path) -> str:
+    """Every copy system on the same held-out items (fluency, informativeness, boilerplate, safety), the live
+    and precomputed latencies that decide which writer answers live, and the first three held-out items' copy."""
+    doc = load(results_dir, "adcopy.json")
+    systems = doc.get("systems") or {}
+    if not systems:
+        return "Not measured yet: `recsys benchmark adcopy --publish` writes this table."
+    header = ["system", "items", "ROUGE-L", "BLEU", "perplexity (base model)", "repeated trigrams"]
+    header += ["informative", "boilerplate", "unsupported after checks", "fallback to template"]
+    rows = [
+        [
+            SYSTEM_LABELS.get(name, name),
+            count(s.get("items")),
+            num(s.get("rougeL")),
+            num(s.get("bleu"), 1),
+            num(s.get("perplexity"), 1),
+            pct(s.get("repeat_ngram_rate")),
+            pct(s.get("informative_rate")),
+            pct(s.get("boilerplate_rate")),
+            pct(s.get("unsupported_after_checks")),
+            pct(s.get("fallback_rate")) if "fallback_rate" in s else "—",
+        ]
+        for name, s in systems.items()
+    ]
+    blocks = [table(header, rows)]
+    live, pre, lat = doc.get("pretrained_live") or {}, doc.get("live") or {}, doc.get("latency_ms") or {}
+    if live:
+        small = ["small model (HTTP, live)", num(lat.get("live_p50"), 0), num(lat.get("live_p99"), 0)]
+        small += [num(lat.get("live_ms_per_token"), 2), "—", pct(doc.get("live_within_budget"))]
+        blocks.append(
+            table(
+                ["live path, batch 1", "p50 ms", "p99 ms", "ms per token", "prompt (prefill) ms", "inside budget"],
+                [
+                    [
+                        f"{live.get('model', '?')} (in process, {count(live.get('requests'))} items)",
+                        num(live.get("p50_ms"), 0),
+                        num(live.get("p99_ms"), 0),
+                        num(live.get("ms_per_token_p50"), 1),
+                        num(live.get("prefill_ms_p50"), 0),
+                        pct(live.get("in_budget_rate")),
+                    ],
+                    small,
+                ],
+            )
+        )
+    notes = [
+        f"Live requests are answered by: {pre.get('model', '?')}. "
+        f"Precomputed copy over HTTP: p99 {num(doc.get('precomputed_p99_ms'), 2)} ms."
+    ]
+    trained = doc.get("pretrained") or {}
+    harvest, training = trained.get("harvest") or {}, trained.get("training") or {}
+    if harvest:
+        refused = ", ".join(f"{reason} {n}" for reason, n in (harvest.get("refused") or {}).items())
+        notes.append(
+            f"Targets: the base model wrote {count(harvest.get('candidates'))} candidates for "
+            f"{count(harvest.get('items'))} training items in {secs(harvest.get('wall_s'))} s; "
+            f"{pct(harvest.get('acceptance_rate'))} of the items kept one (refused: {refused or 'none'}); "
+            f"{count(dig(trained, 'pairs', 'total'))} training pairs with the record-derived ones. "
+            f"Fine-tuning: {count(training.get('trained_params'))} of {count(training.get('total_params'))} "
+            f"parameters, {count(training.get('examples_seen'))} examples ({pct(training.get('epoch_share'), 0)} "
+            f"of an epoch) in {secs(training.get('train_wall_s'))} s."
+        )
+    examples = doc.get("examples_first_three") or []
+    if examples:
+        lines = ["The first three held-out items by item ID:"]
+        for example in examples:
+            lines.append(f"- **{example.get('name', '?')}** (`{example.get('item_id')}`)")
+            for name in ("pretrained_finetuned_quantised", "small_model", "extractive"):
+                if name in example:
+                    lines.append(f"  - {SYSTEM_LABELS[name]}: {quoted_copy(example[name])}")
+        blocks.append("\n".join(lines))
+    return "\n\n".join([*blocks, source("adcopy.json", doc, notes)])
+
+
 def adcopy_smollm2(results_dir: Path) -> str:
     doc = load(results_dir, "adcopy-smollm2.json")
     small = load(results_dir, "adcopy.json")
@@ -756,6 +847,7 @@ def ddp(results_dir: Path) -> str:
 BLOCKS: dict[str, Callable[[Path], str]] = {
     "adcopy": adcopy,
     "adcopy-smollm2": adcopy_smollm2,
+    "adcopy-systems": adcopy_systems,
     "quality": quality,
     "cold-start": cold_start,
     "slates": slates,

@@ -90,6 +90,10 @@ class TrainConfig:
     loss: str = "full"
     sampled_negatives: int = 256  # uniform negatives per step with loss="sampled"; 0: in-batch negatives only
     logq_correction: bool = True
+    # With logq_correction, correct each candidate by its probability of being among the candidates, from the
+    # items' share of the training targets, instead of counting each in-batch item once (see
+    # sampled_cross_entropy): popular items are then not pushed down more often than the full softmax does.
+    logq_popularity: bool = False
     log_every: int = 20
 
     def __post_init__(self) -> None:  # a bad value fails where the config is read, before any training
@@ -101,6 +105,8 @@ class TrainConfig:
             raise ValueError(
                 f"sampled_negatives must be >= 0 (0: in-batch negatives only), got {self.sampled_negatives}"
             )
+        if self.logq_popularity and not (self.loss == "sampled" and self.logq_correction):
+            raise ValueError("logq_popularity needs loss='sampled' and logq_correction=true")
         if not (self.ema_decay == 0.0 or 0.0 < self.ema_decay < 1.0):
             raise ValueError(f"ema_decay must be in (0, 1) (or 0 for no averaging), got {self.ema_decay}")
 

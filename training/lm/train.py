@@ -184,6 +184,7 @@ def sampled_cross_entropy(
     logq_correction: bool = True,
     chunk: int = 512,
     dtype: torch.dtype = torch.float32,
+    target_frequency: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Sampled softmax: each target against the batch's targets and `negatives`, not against every item.
 
@@ -200,7 +201,19 @@ def sampled_cross_entropy(
     Computed with one column per distinct in-batch item: c copies of logit s - log Q have the logsumexp of one
     column with logit s + log c - log Q (= s with the correction). The products run in `dtype`; the softmax
     and sums in float32, through the same chunked kernel as the full loss.
+
+    With `target_frequency` (each item's share of the training targets; needs `logq_correction`) the
+    correction follows popularity instead (`train.logq_popularity`): the candidates are the distinct items of
+    the batch's targets and the draws, and each negative's logit is lowered by the log of its probability P of
+    being a candidate at all, 1 - (1 - p)^targets * (1 - 1/n_items)^draws, so the exp-sum over the candidates
+    is a Horvitz-Thompson estimate of the sum over every item. Counted once (above), a rare item that happens
+    to be in the batch stands only for itself while a popular one is in nearly every batch: popular items are
+    pushed down more often than the full softmax pushes them; weighted by 1 / P, each stands for its share.
     """
+    if target_frequency is not None:
+        if not logq_correction:
+            raise ValueError("target_frequency (train.logq_popularity) needs logq_correction")
+        return _popularity_corrected(hidden, weight, labels, negatives, target_frequency, chunk, dtype)
     n_items = weight.shape[0]
     batch_items, target_column, counts = torch.unique(labels, return_inverse=True, return_counts=True)
     n_in_batch = len(batch_items)
@@ -224,8 +237,39 @@ def sampled_cross_entropy(
     return FusedLinearCrossEntropy.apply(hidden.float(), weight[candidates], target_column, chunk, dtype, adjust_logits)
 
 
+def _popularity_corrected(
+    hidden: torch.Tensor,
+    weight: torch.Tensor,
+    labels: torch.Tensor,
+    negatives: torch.Tensor,
+    target_frequency: torch.Tensor,
+    chunk: int,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """`sampled_cross_entropy` with the popularity (inclusion-probability) correction: see its docstring."""
+    n_items = weight.shape[0]
+    candidates = torch.unique(torch.cat([labels, negatives]))  # sorted, each item once
+    target_column = torch.searchsorted(candidates, labels)
+    p = target_frequency[candidates].clamp(0.0, 1.0 - 1e-7)
+    log_missed = len(labels) * torch.log1p(-p) + len(negatives) * math.log1p(-1.0 / n_items)
+    bias = -torch.log(-torch.expm1(log_missed))  # -log P(candidate)
+
+    def adjust_logits(logits: torch.Tensor, start: int) -> None:
+        rows = torch.arange(len(logits), device=logits.device)
+        positive_column = target_column[start : start + len(logits)]
+        positive = logits[rows, positive_column]  # (a copy) the positive keeps its logit
+        logits += bias
+        logits[rows, positive_column] = positive
+
+    return FusedLinearCrossEntropy.apply(hidden.float(), weight[candidates], target_column, chunk, dtype, adjust_logits)
+
+
 def next_item_loss(
-    model: GenerativeRecommender, ids, labels, negatives: UniformNegatives | None = None
+    model: GenerativeRecommender,
+    ids,
+    labels,
+    negatives: UniformNegatives | None = None,
+    target_frequency: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Cross-entropy of the next item at real positions: over every item token (`loss="full"`), or the
     sampled softmax (`loss="sampled"`) against in-batch and uniform negatives drawn by `negatives` (default:
@@ -247,21 +291,30 @@ def next_item_loss(
         return fused_cross_entropy(hidden, items, targets, dtype=dtype)
     sampler = negatives if negatives is not None else UniformNegatives(cfg.sampled_negatives)
     drawn = sampler(model.n_items, targets.device)
-    return sampled_cross_entropy(hidden, items, targets, drawn, cfg.logq_correction, dtype=dtype)
+    return sampled_cross_entropy(
+        hidden, items, targets, drawn, cfg.logq_correction, dtype=dtype, target_frequency=target_frequency
+    )
 
 
 class NextItemLoss(nn.Module):
     """The loss as a module, so DistributedDataParallel can wrap it (its hooks need a forward call)."""
 
-    def __init__(self, model: GenerativeRecommender):
+    def __init__(self, model: GenerativeRecommender, target_frequency: torch.Tensor | None = None):
         super().__init__()
         self.lm = model.lm  # registered as a submodule: these are the parameters DDP synchronises
         self._model = [model]  # a list: not a submodule, just the config and item-row accessors
         cfg = model.train_config
         self.negatives = UniformNegatives(cfg.sampled_negatives, seed=cfg.seed) if cfg.loss == "sampled" else None
+        self.target_frequency = target_frequency
 
     def forward(self, ids: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return next_item_loss(self._model[0], ids, labels, self.negatives)
+        return next_item_loss(self._model[0], ids, labels, self.negatives, self.target_frequency)
+
+
+def target_frequencies(windows: list[np.ndarray], n_items: int) -> torch.Tensor:
+    """Each item's share of the training targets (every window item but its first)."""
+    counts = np.bincount(np.concatenate([window[1:] for window in windows]), minlength=n_items)
+    return torch.from_numpy(counts / max(counts.sum(), 1)).float()
 
 
 class WeightAverage:
@@ -341,15 +394,16 @@ def fine_tune(model: GenerativeRecommender, train: Sequences, valid: HoldoutSet 
     device = distributed.device(world)
     model.lm.to(device)
     freeze_lower_layers(model, cfg.freeze_layers)
-    loss_module: nn.Module = NextItemLoss(model)
+    windows = training_windows(train, model.config.max_len)
+    if not windows:
+        raise ValueError("no training sequence has 2 or more items: nothing to learn from")
+    frequency = target_frequencies(windows, model.n_items).to(device) if cfg.logq_popularity else None
+    loss_module: nn.Module = NextItemLoss(model, frequency)
     if world.distributed:
         # no buffer sync per step: the only buffers are rotary tables, identical everywhere by construction
         ids = [device.index] if device.type == "cuda" else None
         loss_module = DistributedDataParallel(loss_module, device_ids=ids, forward_sync_buffers=False)
 
-    windows = training_windows(train, model.config.max_len)
-    if not windows:
-        raise ValueError("no training sequence has 2 or more items: nothing to learn from")
     lengths = np.array([len(w) for w in windows])
     steps_per_epoch = math.ceil(len(windows) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs

@@ -10,6 +10,8 @@ The training loss is `train.loss` (TrainConfig in training/lm/model.py):
   items drawn uniformly, with the log-Q correction (`train.logq_correction`, default true). The loss's cost
   per token does not grow with the catalogue (the dense embedding gradient and AdamW update still do): use it
   past ~100k items. More negatives than the catalogue has items is refused before training.
+  `train.logq_popularity` (default false) corrects each candidate by its probability of being a candidate,
+  from the items' share of the training targets, instead of counting each in-batch item once.
   `amazon-beauty-34-sampled` is `amazon-beauty-34` with it, to compare the two losses on Beauty.
 """
 
