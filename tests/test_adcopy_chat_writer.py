@@ -15,7 +15,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from recsys.adcopy import CatalogueFacts, Copy, ItemRecord, template_copy
-from recsys.adcopy.chat import IM_END, IM_START, copy_target, record_prompt
+from recsys.adcopy.chat import IM_END, IM_START, copy_target, parse_generated, record_prompt
 from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
 from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER
 from training.adcopy.batch import write_adcopy_assets
@@ -26,6 +26,7 @@ from training.adcopy.pretrained import (
     SmolTrainConfig,
     encode,
     fine_tune,
+    harvest_opening,
     harvest_targets,
     train_pretrained_writer,
     training_pairs,
@@ -285,3 +286,20 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     live = added["pretrained_live"]
     assert live["requests"] == 3 and live["p99_ms"] >= live["p50_ms"] > 0 and 0 <= live["in_budget_rate"] <= 1
     assert [e["item_id"] for e in added["examples_first_three"]] == ["B01", "B02", "B03"]
+
+
+def test_a_generated_turn_is_read_as_one_headline_line_and_one_body_line() -> None:
+    # what a model writes past the body's line (its own `Brand:` field, a second `Body:`) is not copy
+    copy, raw = parse_generated(" Kimble Glass Beaker\nBody: Holds 250 ml.\n\nBrand: Kimble\nBody: again" + IM_END)
+    assert copy == Copy("Kimble Glass Beaker", "Holds 250 ml.") and raw.startswith("Kimble Glass Beaker Body:")
+    assert parse_generated(" Kimble Glass Beaker\nBody: Holds 250 ml. Body: Holds")[0].body == "Holds 250 ml."
+    assert parse_generated(" Kimble Glass Beaker, 250 ml, for the lab")[0] is None
+    assert parse_generated("Body: Holds 250 ml.")[0] is None  # no headline
+
+
+def test_the_harvest_asks_the_base_model_for_the_body_after_the_records_own_headline() -> None:
+    opening = harvest_opening(RECORDS[0])
+    assert opening == f" {template_copy(RECORDS[0]).headline}\nBody:"
+    assert parse_generated(opening + " Borosilicate glass.")[0] == Copy(
+        template_copy(RECORDS[0]).headline, "Borosilicate glass."
+    )

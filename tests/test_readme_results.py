@@ -82,3 +82,28 @@ def test_refit_validation_is_never_shown_as_held_out():
 def test_tables_run_without_torch():
     code = "import sys, training.bench.tables; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=README.parent)
+
+
+def test_the_adcopy_systems_table_shows_every_system_the_live_choice_and_the_first_examples(tmp_path):
+    from training.bench.tables import adcopy_systems
+
+    scored = {"items": 40, "rougeL": 0.31, "bleu": 12.0, "perplexity": 18.5, "repeat_ngram_rate": 0.0}
+    scored |= {"informative_rate": 0.95, "boilerplate_rate": 0.0, "unsupported_after_checks": 0.0}
+    doc = {
+        "date": "d",
+        "hardware": "h",
+        "command": "recsys benchmark adcopy",
+        "systems": {"template": scored, "pretrained_finetuned_quantised": {**scored, "fallback_rate": 0.05}},
+        "pretrained_live": {"model": "tuned int8", "requests": 100, "p99_ms": 1800.0, "in_budget_rate": 0.4},
+        "live": {"model": "small model"},
+        "precomputed_p99_ms": 3.2,
+        "examples_first_three": [
+            {"item_id": "B1", "name": "Beaker | 250 ml", "extractive": {"headline": "Beaker", "body": "Glass."}}
+        ],
+    }
+    (tmp_path / "adcopy.json").write_text(json.dumps(doc), encoding="utf-8")
+    text = adcopy_systems(tmp_path)
+    assert "| SmolLM2-135M fine-tuned, int8 | 40 | 0.3100 | 12.0 | 18.5 | 0.0% | 95.0% | 0.0% | 0.0% | 5.0% |" in text
+    assert "| template | 40 |" in text and "tuned int8" in text and "1800" in text and "40.0%" in text
+    assert "answered by: small model" in text and "p99 3.20 ms" in text
+    assert "**Beaker | 250 ml** (`B1`)" in text and "extractive rule: “Beaker” — Glass." in text

@@ -77,10 +77,17 @@ def copy_target(copy: Copy) -> str:
 
 
 def parse_generated(text: str) -> tuple[Copy | None, str]:
-    """(the copy, or None when there is no `Body:`; the raw text up to the end of the turn)."""
+    """(the copy, or None when there is no `Body:`; the raw text up to the end of the turn).
+
+    The headline is the last line before `Body:`, the body the line after it: what a model writes past that
+    line (another `Body:`, a `Brand:` field of its own) is not copy."""
     raw = text.split(IM_END, 1)[0]
+    flat = re.sub(r"\s+", " ", raw).strip()
     if "Body:" not in raw:
-        return None, re.sub(r"\s+", " ", raw).strip()
-    headline, body = (re.sub(r"\s+", " ", part).strip() for part in raw.split("Body:", 1))
-    headline = headline.removeprefix("Headline:").strip()
-    return (Copy(headline, body) if headline and body else None), re.sub(r"\s+", " ", raw).strip()
+        return None, flat
+    before, after = raw.split("Body:", 1)
+    headline = before.strip().splitlines()[-1].strip() if before.strip() else ""
+    body = re.split(r"\n|Body:|Headline:", after.strip(), maxsplit=1)[0]
+    headline = re.sub(r"\s+", " ", headline.removeprefix("Headline:")).strip()
+    body = re.sub(r"\s+", " ", body).strip()
+    return (Copy(headline, body) if headline and body else None), flat
