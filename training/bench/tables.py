@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from recsys.durable import atomic_write
+from training.bench.scale import BEAUTY_LOSS_RESULTS, beauty_loss_comparison
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 README = REPO_ROOT / "README.md"
@@ -725,10 +726,11 @@ def scale(results_dir: Path) -> str:
             )
             + "."
         )
-    comparison = doc.get("beauty_loss_comparison") or {}
+    # read from the two quality files themselves: they are measured apart, and a newer one must show here
+    comparison = beauty_loss_comparison(results_dir)
     if comparison.get("full_ndcg10") or comparison.get("sampled_ndcg10"):
         notes.append(
-            "Beauty test NDCG@10 per seed: full softmax "
+            f"Beauty test NDCG@10 per seed ({', '.join(f'`{n}`' for n in BEAUTY_LOSS_RESULTS.values())}): full softmax "
             + (", ".join(num(v) for v in comparison.get("full_ndcg10") or []) or "not run")
             + "; sampled softmax "
             + (", ".join(num(v) for v in comparison.get("sampled_ndcg10") or []) or "not run")
