@@ -40,6 +40,7 @@ def tamper(path: Path, keys: list[str]) -> None:
         ("quality-scientific.json", ["models", "lm", "test", "NDCG@10"], {"quality"}),
         ("nightly-replay.json", ["warm_vs_scratch", "ndcg10_ratio"], {"nightly-replay"}),
         ("adcopy.json", ["rougeL", "generated"], {"adcopy", "adcopy-smollm2"}),
+        ("adcopy.json", ["systems", "pretrained_finetuned", "rougeL"], {"adcopy-systems"}),
     ],
 )
 def test_a_changed_figure_is_caught_and_rewritten(tmp_path, name, keys, blocks):
