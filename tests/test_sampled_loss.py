@@ -240,7 +240,7 @@ def test_bad_loss_settings_are_refused_with_the_setting_named():
         TrainConfig(loss="full", logq_popularity=True)
     with pytest.raises(ValueError, match="amazon.json: loss must be one of"):
         load_preset("amazon", {"loss": "softmax"})
-    with pytest.raises(ValueError, match="train.sampled_negatives=256 is more than the catalogue's 120 items"):
+    with pytest.raises(ValueError, match="train.sampled_negatives=1024 is more than the catalogue's 120 items"):
         load_preset("amazon-beauty-22-sampled").check_catalogue(120)
 
     sequences = Sequences(["a", "b"], [np.arange(10), np.arange(5, 15)])
