@@ -137,9 +137,32 @@ def test_a_batch_of_left_padded_prompts_writes_what_one_at_a_time_writes(writer_
     directory, facts, *_ = writer_dir
     writer = ChatCopyWriter(directory, facts)
     one_by_one = [writer.write(record, None, n=1) for record in RECORDS]
-    batched = writer.write_many([(record, None) for record in RECORDS], batch_size=3)
+    batched = writer.write_many([(record, None) for record in RECORDS], batch_size=3, n=1)
     assert [r.copy for r in batched] == [r.copy for r in one_by_one]
     assert [r.source for r in batched] == ["generated", "fallback", "generated"]
+
+
+def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better_scored_empty_one(writer_dir) -> None:
+    from recsys.adcopy.writer import CopyResult
+
+    directory, facts, *_ = writer_dir
+    writer, beaker = ChatCopyWriter(directory, facts), RECORDS[0]
+    texts = [
+        " Kimble Glass Beaker\nBody: A Kimble beaker, a beaker by Kimble." + IM_END,  # passes, says nothing
+        " Kimble Glass Beaker\nBody: Holds 900 ml." + IM_END,  # says something false: refused
+        " Kimble Glass Beaker\nBody: Borosilicate glass that holds 250 ml." + IM_END,  # passes, informative
+    ]
+
+    def chosen(candidates: list[str], scores: list[float]) -> CopyResult:
+        fresh = CopyResult(template_copy(beaker, None), "fallback")
+        return writer.choose(candidates, np.asarray(scores), beaker, fresh)
+
+    best = chosen(texts, [-0.1, -0.2, -0.9])
+    assert best.source == "generated" and best.copy.body == "Borosilicate glass that holds 250 ml."
+    assert best.rejected == 1 and any("unsupported number '900'" in r for r in best.reasons)
+    alone = chosen(texts[:1], [-0.1])  # with nothing better, a copy that passes still beats the template
+    assert alone.source == "generated" and alone.copy.body.startswith("A Kimble beaker")
+    assert chosen(texts[1:2], [-0.1]).source == "fallback"
 
 
 def test_a_spent_time_budget_answers_with_the_template_flagged(writer_dir) -> None:
@@ -269,6 +292,7 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
         work_dir=tmp_path / "work",
         results_dir=tmp_path / "results",
         config=config,
+        provenance={"date": "2026-12-04T00:00:00+00:00", "hardware": "test", "command": "pytest"},
         live_items=3,
         log=str,
     )

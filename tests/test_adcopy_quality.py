@@ -95,8 +95,14 @@ def test_every_system_is_scored_on_the_same_measures_and_the_template_is_all_boi
         score_system(template[:3], records, references, facts)
 
     path, key_path = tmp_path / "side.md", tmp_path / "side-key.json"
-    write_side_by_side(path, key_path, records, {"template": template, "invented": invented}, seed=1)
-    key = json.loads(key_path.read_text())
+    run = {"date": "2026-12-04T00:00:00+00:00", "hardware": "test", "command": "pytest"}
+    systems = {"template": template, "invented": invented}
+    with pytest.raises(ValueError, match="needs the run's command"):
+        write_side_by_side(path, key_path, records, systems, {**run, "command": ""})
+    write_side_by_side(path, key_path, records, systems, run, seed=1)
+    document = json.loads(key_path.read_text())
+    assert {k: document[k] for k in run} == run  # dated and attributed like every result
+    key = document["items"]
     page = path.read_text()
     assert set(key) == {record.item_id for record in records}
     assert {tuple(v.values()) for v in key.values()} == {("template", "invented"), ("invented", "template")}

@@ -1,8 +1,9 @@
 """Ad copy from a pretrained instruct model's ONNX decoder: batched decoding, the small writer's checks and fallback.
 
 `ChatCopyWriter.write(record, interest)` decodes `n` candidates for one item (the first greedy, the others
-sampled), keeps the best-scored one that parses, passes `check_copy` (grounded, no claims, within length) and
-has no catalogue boilerplate, and otherwise answers with the template, flagged, like `CopyWriter`.
+sampled), keeps of those that parse, pass `check_copy` (grounded, no claims, within length) and have no catalogue
+boilerplate the most informative (then the best-scored), and otherwise answers with the template, flagged, like
+`CopyWriter`.
 `write_many` does the same for many items at once, their prompts left-padded into one batch: the nightly
 batch's path. No torch: onnxruntime and `tokenizers` only.
 
@@ -28,18 +29,21 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy.chat import parse_generated, record_prompt
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.quality import boilerplate
+from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import CopyResult, sample_top_k
 from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 
-__all__ = ["CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Generation"]
+__all__ = ["BATCH_CANDIDATES", "CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Generation"]
 
 CHAT_CONFIG = "chat.json"
 FLOAT_DECODER = "copy_decoder_fp32.onnx"  # the float graph beside a quantised one
+# Candidates per item off the live path (the nightly batch): more chances that one passes the checks and says
+# something concrete, at about their multiple of decoding time, which the batch has and the live path has not.
+BATCH_CANDIDATES = 4
 
 
 @dataclass
@@ -153,18 +157,25 @@ class ChatCopyWriter:
         max_headline: int = MAX_HEADLINE,
         max_body: int = MAX_BODY,
     ) -> CopyResult:
-        """The best-scored candidate that passes every check into `result` (which keeps the template otherwise)."""
-        for i in np.argsort(-scores, kind="stable"):
+        """Of the candidates that pass every check, the one a reader gets most from into `result` (which keeps
+        the template otherwise): an informative one (states a fact of the record beyond its name) before one
+        that is not, one that does not repeat itself before one that does, then the best-scored. With one
+        candidate this is simply "the candidate, if it passes"; with several it is why the batch writes several."""
+        passing: list[tuple[tuple[bool, bool, int], Copy]] = []
+        for rank, i in enumerate(np.argsort(-scores, kind="stable")):
             candidate = result.candidate(parse_generated(texts[i])[0], max_headline, max_body)
             if candidate is None:
                 continue
             check = check_copy(candidate, record, self.facts, max_headline, max_body)
-            furniture = boilerplate(f"{candidate.headline}. {candidate.body}", record)
-            if check.ok and not furniture:
-                result.copy, result.source = candidate, "generated"
-                return result
-            result.refuse(check, [f"catalogue boilerplate: {f}" for f in furniture])
-        return result.fall_back()
+            quality = copy_quality(candidate, record)
+            if check.ok and not quality.boilerplate:
+                passing.append(((not quality.informative, quality.repeated_ngram_rate > 0, rank), candidate))
+                continue
+            result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
+        if not passing:
+            return result.fall_back()
+        result.copy, result.source = min(passing, key=lambda pair: pair[0])[1], "generated"
+        return result
 
     def write(
         self,
@@ -203,7 +214,7 @@ class ChatCopyWriter:
         self,
         pairs: Sequence[tuple[ItemRecord, str | None]],
         batch_size: int = 8,
-        n: int = 1,
+        n: int = BATCH_CANDIDATES,
         max_new_tokens: int = 80,
     ) -> list[CopyResult]:
         """Checked copy for many (item, interest) pairs, `batch_size` prompts per decoder batch."""

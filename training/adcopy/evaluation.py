@@ -102,10 +102,15 @@ def write_side_by_side(
     key_path: Path,
     records: Sequence[ItemRecord],
     systems: dict[str, Sequence[Copy]],
+    provenance: dict[str, str],
     seed: int = 0,
 ) -> None:
     """A markdown file with each item's record and its copies as "A" and "B" in an order drawn per item, and
-    a JSON key {item_id: {"A": system, "B": system}} beside it."""
+    a JSON key beside it: `provenance` (the run's date, hardware and command, as every result records) and
+    `items`, {item_id: {"A": system, "B": system}}."""
+    missing = [field for field in ("date", "hardware", "command") if not provenance.get(field)]
+    if missing:
+        raise ValueError(f"the side-by-side key needs the run's {', '.join(missing)}")
     if len(systems) != 2 or any(len(copies) != len(records) for copies in systems.values()):
         raise ValueError("need exactly two systems, each with one copy per record")
     rng = random.Random(seed)
@@ -133,4 +138,4 @@ def write_side_by_side(
         lines.append("")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
-    key_path.write_text(json.dumps(key, indent=1) + "\n")
+    key_path.write_text(json.dumps({**provenance, "items": key}, indent=1) + "\n")

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from recsys.adcopy.chat import IM_END, IM_START, chat_prompt, chat_target, copy_target, parse_generated, record_prompt
-from recsys.adcopy.chat_writer import ChatCopyWriter
+from recsys.adcopy.chat_writer import BATCH_CANDIDATES, ChatCopyWriter
 from recsys.adcopy.checks import Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.quality import copy_quality
@@ -407,6 +407,7 @@ class PretrainedCopyConfig:
     harvest_weight: int = 2  # each harvested copy is seen this many times per record-derived one
     interest_prob: float = 0.5  # share of harvest prompts with an interest hook
     batch_size: int = 8  # prompts per decoder batch
+    candidates: int = BATCH_CANDIDATES  # per item when writing held-out (and nightly) copy, best kept
     train: SmolTrainConfig = field(default_factory=SmolTrainConfig)
     seed: int = 0
 

@@ -306,6 +306,7 @@ def run_adcopy_benchmark(
             work_dir=work / "pretrained",
             results_dir=results_path("adcopy", publish, out).parent,
             config=pretrained,
+            provenance={"date": now_iso(), "hardware": hardware(torch.get_num_threads()), "command": command},
             log=console.print,
         )
         systems = pretrained_added.pop("systems")

@@ -9,7 +9,9 @@ Protocol additions (beside `training/bench/adcopy.py`'s):
   unsupported facts left after the checks.
 - Fluency: corpus perplexity of each system's copies (`headline. body`, read alone) under the base model's
   float graph before fine-tuning. The zero-shot row is judged by its own writer, so it is flattered.
-- Pretrained writers decode in batches of `batch_size` left-padded prompts, greedy, at most 80 new tokens.
+- Pretrained writers decode in batches of `batch_size` left-padded prompts, `candidates` per prompt (the first
+  greedy, the rest sampled), at most 80 new tokens, and keep the most informative candidate that passes the
+  checks, as the nightly batch does.
 - Live: the fine-tuned int8 writer at batch 1 (one greedy candidate) with a 1 s budget, in process, on the
   first `live_items` held-out items: wall per copy (p50, p99), ms per decoding step, prompt (prefill) ms, share
   finished within the budget. The service keeps the small model live unless these meet p99 <= 1 s and >= 95%
@@ -80,6 +82,7 @@ def pretrained_systems(
     work_dir: Path,
     results_dir: Path,
     config: PretrainedCopyConfig,
+    provenance: dict[str, str],
     live_items: int = 100,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
@@ -95,7 +98,7 @@ def pretrained_systems(
     results: dict[str, list[CopyResult]] = {}
     for name, writer in writers.items():
         log(f"writing held-out copy: {name}")
-        results[name] = writer.write_many(list(eval_pairs), config.batch_size)
+        results[name] = writer.write_many(list(eval_pairs), config.batch_size, n=config.candidates)
     copies = {**baseline_copies, **{name: [r.copy for r in rs] for name, rs in results.items()}}
     records = [record for record, _ in eval_pairs]
     judge = writers["pretrained_zero_shot"]  # the base model before fine-tuning, float
@@ -120,6 +123,7 @@ def pretrained_systems(
             "small_model": [copies["small_model"][i] for i in chosen],
             "pretrained_finetuned_quantised": [copies["pretrained_finetuned_quantised"][i] for i in chosen],
         },
+        provenance,
     )
     live = live_timings(writers["pretrained_finetuned_quantised"], [eval_pairs[i] for i in order[:live_items]])
     examples = [
