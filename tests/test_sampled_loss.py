@@ -258,24 +258,25 @@ def test_bad_loss_settings_are_refused_with_the_setting_named():
     assert not ensemble.members[0].stats  # nothing trained
 
 
-def test_the_sampled_beauty_preset_is_the_refit_preset_with_the_sampled_loss():
-    sampled, base = load_preset("amazon-beauty-34-sampled"), load_preset("amazon-beauty-34")
+@pytest.mark.parametrize(
+    ("preset", "negatives"), [("amazon-beauty-34-sampled", 1024), ("amazon-beauty-34-sampled-4096", 4096)]
+)
+def test_the_sampled_beauty_presets_are_the_refit_preset_with_the_sampled_loss(preset: str, negatives: int):
+    sampled, base = load_preset(preset), load_preset("amazon-beauty-34")
     train = sampled.train
     assert (train.loss, train.sampled_negatives, train.logq_correction, train.logq_popularity) == (
         "sampled",
-        1024,
+        negatives,
         True,
         True,
     )
     assert base.train.loss == "full"
     for name in ("lm", "als", "nightly"):
         assert getattr(sampled, name) == getattr(base, name)
-    raw = {
-        p: json.loads((PRESETS_DIR / f"{p}.json").read_text()) for p in ("amazon-beauty-34", "amazon-beauty-34-sampled")
-    }
+    raw = {p: json.loads((PRESETS_DIR / f"{p}.json").read_text()) for p in ("amazon-beauty-34", preset)}
     # the same recipe and refit epochs; only the loss differs
     differs = ("loss", "sampled_negatives", "logq_popularity")
-    sampled_train = {k: v for k, v in raw["amazon-beauty-34-sampled"]["train"].items() if k not in differs}
+    sampled_train = {k: v for k, v in raw[preset]["train"].items() if k not in differs}
     base_train = {k: v for k, v in raw["amazon-beauty-34"]["train"].items() if k not in differs}
     assert sampled_train == base_train
     assert sampled.train.selected_epochs == base.train.selected_epochs == 34

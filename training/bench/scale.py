@@ -646,7 +646,7 @@ def beauty_loss_comparison(results_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"sources": {}}
     for loss, name in BEAUTY_LOSS_RESULTS.items():
         path = Path(results_dir) / name
-        preset = "amazon-beauty-34-sampled" if loss == "sampled" else "amazon-beauty-34"
+        preset = "amazon-beauty-34-sampled-4096" if loss == "sampled" else "amazon-beauty-34"
         if not path.exists():
             out[f"{loss}_ndcg10"] = None
             out["sources"][loss] = f"not run yet: {BEAUTY_LOSS_COMMAND.format(preset=preset, name=name)}"

@@ -12,8 +12,9 @@ The training loss is `train.loss` (TrainConfig in training/lm/model.py):
   past ~100k items. More negatives than the catalogue has items is refused before training.
   `train.logq_popularity` (default false) corrects each candidate by its probability of being a candidate,
   from the items' share of the training targets, instead of counting each in-batch item once.
-  `amazon-beauty-34-sampled` is `amazon-beauty-34` with 1024 negatives and the popularity correction (its
-  description says how both were chosen on validation), to compare the two losses on Beauty.
+  `amazon-beauty-34-sampled-4096` is `amazon-beauty-34` with 4096 negatives and the popularity correction,
+  chosen on validation over 1024 and 2048 (its description gives the figures), to compare the two losses on
+  Beauty; `amazon-beauty-34-sampled` is the same at 1024 negatives (an earlier published comparison).
 """
 
 from __future__ import annotations
