@@ -634,6 +634,7 @@ def write_day_of_events(events_dir: Path, out: Path, share: float, seed: int = 0
 
 
 BEAUTY_LOSS_RESULTS = {"full": "quality-beauty-loss-full.json", "sampled": "quality-beauty-loss-sampled.json"}
+BEAUTY_LOSS_PRESETS = {"full": "amazon-beauty-34", "sampled": "amazon-beauty-34-sampled-4096"}
 BEAUTY_LOSS_COMMAND = (
     "recsys benchmark quality --dataset beauty --preset {preset} --models lm --seeds 0,1,2 "
     "--out benchmarks/results/{name}"
@@ -646,7 +647,7 @@ def beauty_loss_comparison(results_dir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"sources": {}}
     for loss, name in BEAUTY_LOSS_RESULTS.items():
         path = Path(results_dir) / name
-        preset = "amazon-beauty-34-sampled-4096" if loss == "sampled" else "amazon-beauty-34"
+        preset = BEAUTY_LOSS_PRESETS[loss]
         if not path.exists():
             out[f"{loss}_ndcg10"] = None
             out["sources"][loss] = f"not run yet: {BEAUTY_LOSS_COMMAND.format(preset=preset, name=name)}"
