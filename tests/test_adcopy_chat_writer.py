@@ -5,6 +5,7 @@ checked like the small model's copy. A learned copy that invents a number is ref
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import polars as pl
@@ -17,6 +18,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from recsys.adcopy import CatalogueFacts, Copy, ItemRecord, template_copy
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, parse_generated, record_prompt
 from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
+from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK
 from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER
 from training.adcopy.batch import write_adcopy_assets
 from training.adcopy.evaluation import perplexity
@@ -122,7 +124,7 @@ def test_the_learned_grounded_copy_is_written_and_passes_the_checks(writer_dir) 
         assert result.tokens > 10 and result.finished
 
 
-def test_a_copy_that_invents_a_number_is_refused_and_the_template_answers(writer_dir) -> None:
+def test_a_copy_that_invents_a_number_is_refused_and_a_checked_fallback_answers(writer_dir) -> None:
     directory, facts, *_ = writer_dir
     writer = ChatCopyWriter(directory, facts)
     gloves = RECORDS[1]
@@ -153,16 +155,23 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
         " Kimble Glass Beaker\nBody: Borosilicate glass that holds 250 ml." + IM_END,  # passes, informative
     ]
 
-    def chosen(candidates: list[str], scores: list[float]) -> CopyResult:
-        fresh = CopyResult(template_copy(beaker, None), "fallback")
-        return writer.choose(candidates, np.asarray(scores), beaker, fresh)
+    def chosen(candidates: list[str], scores: list[float], record: ItemRecord = beaker) -> CopyResult:
+        fresh = CopyResult(template_copy(record, None), "fallback")
+        return writer.choose(candidates, np.asarray(scores), record, fresh)
 
     best = chosen(texts, [-0.1, -0.2, -0.9])
     assert best.source == "generated" and best.copy.body == "Borosilicate glass that holds 250 ml."
     assert best.rejected == 1 and any("unsupported number '900'" in r for r in best.reasons)
-    alone = chosen(texts[:1], [-0.1])  # with nothing better, a copy that passes still beats the template
-    assert alone.source == "generated" and alone.copy.body.startswith("A Kimble beaker")
-    assert chosen(texts[1:2], [-0.1]).source == "fallback"
+    # with no informative candidate, the record's own sentences say more than an empty copy; flagged fallback
+    alone = chosen(texts[:1], [-0.1])
+    assert alone.source == "fallback" and alone.reasons[-1] == EXTRACTIVE_FALLBACK
+    assert alone.copy == Copy("Kimble Glass Beaker", beaker.description)
+    assert chosen(texts[1:2], [-0.1]).copy == alone.copy  # the false one refused, the same sentences answer
+    # a record with no sentences to fall back on: a copy that passes still beats the template
+    bare = dataclasses.replace(beaker, description=None)
+    empty = chosen(texts[:1], [-0.1], bare)
+    assert empty.source == "generated" and empty.copy.body.startswith("A Kimble beaker")
+    assert chosen(texts[1:2], [-0.1], bare).copy == template_copy(bare, None)
 
 
 def test_a_spent_time_budget_answers_with_the_template_flagged(writer_dir) -> None:
@@ -305,7 +314,11 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
         "pretrained_finetuned_quantised",
     }
     assert all(s["items"] == 3 and s["perplexity"] > 1 for s in systems.values())
-    assert systems["template"]["boilerplate_rate"] == 1.0 and "fallback_rate" in systems["pretrained_finetuned"]
+    assert systems["template"]["boilerplate_rate"] == 1.0
+    for name in ("pretrained_zero_shot", "pretrained_finetuned", "pretrained_finetuned_quantised"):
+        row = systems[name]  # the record's sentences are a part of the fallbacks; the model's own part is the rest
+        assert 0 <= row["extractive_fallback_rate"] <= row["fallback_rate"] <= 1
+        assert row["generated_informative_rate"] <= min(row["informative_rate"], 1 - row["fallback_rate"])
     assert (tmp_path / "results" / added["side_by_side"]["file"]).exists() and added["side_by_side"]["items"] == 3
     live = added["pretrained_live"]
     assert live["requests"] == 3 and live["p99_ms"] >= live["p50_ms"] > 0 and 0 <= live["in_budget_rate"] <= 1

@@ -2,8 +2,9 @@
 
 `ChatCopyWriter.write(record, interest)` decodes `n` candidates for one item (the first greedy, the others
 sampled), keeps of those that parse, pass `check_copy` (grounded, no claims, within length) and have no catalogue
-boilerplate the most informative (then the best-scored), and otherwise answers with the template, flagged, like
-`CopyWriter`.
+boilerplate the most informative (then the best-scored); when none of those states a fact beyond the name it
+answers with the record's own sentences if they do (`recsys.adcopy.extractive`), and otherwise with a passing
+candidate or the template, flagged, like `CopyWriter`.
 `write_many` does the same for many items at once, their prompts left-padded into one batch: the nightly
 batch's path. No torch: onnxruntime and `tokenizers` only.
 
@@ -30,6 +31,7 @@ from tokenizers import Tokenizer
 
 from recsys.adcopy.chat import parse_generated, record_prompt
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK, informative_extractive_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
@@ -157,11 +159,13 @@ class ChatCopyWriter:
         max_headline: int = MAX_HEADLINE,
         max_body: int = MAX_BODY,
     ) -> CopyResult:
-        """Of the candidates that pass every check, the one a reader gets most from into `result` (which keeps
-        the template otherwise): an informative one (states a fact of the record beyond its name) before one
-        that is not, one that does not repeat itself before one that does, then the best-scored. With one
-        candidate this is simply "the candidate, if it passes"; with several it is why the batch writes several."""
-        passing: list[tuple[tuple[bool, bool, int], Copy]] = []
+        """What a reader gets most from into `result`, in this order: a candidate that passes every check and is
+        informative (states a fact of the record beyond its name; of several, one that does not repeat itself,
+        then the best-scored); else the record's own sentences when they pass and are informative (source
+        `fallback`, reason `EXTRACTIVE_FALLBACK`); else a passing candidate that says nothing concrete; else the
+        template (`fallback`). Several candidates per item are why the batch more often gets the first."""
+        informative: list[tuple[tuple[bool, int], Copy]] = []  # (repeats itself, score rank), the copy
+        uninformative: list[tuple[tuple[bool, int], Copy]] = []
         for rank, i in enumerate(np.argsort(-scores, kind="stable")):
             candidate = result.candidate(parse_generated(texts[i])[0], max_headline, max_body)
             if candidate is None:
@@ -169,13 +173,22 @@ class ChatCopyWriter:
             check = check_copy(candidate, record, self.facts, max_headline, max_body)
             quality = copy_quality(candidate, record)
             if check.ok and not quality.boilerplate:
-                passing.append(((not quality.informative, quality.repeated_ngram_rate > 0, rank), candidate))
+                kept = informative if quality.informative else uninformative
+                kept.append(((quality.repeated_ngram_rate > 0, rank), candidate))
                 continue
             result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
-        if not passing:
-            return result.fall_back()
-        result.copy, result.source = min(passing, key=lambda pair: pair[0])[1], "generated"
-        return result
+        if informative:
+            result.copy, result.source = min(informative, key=lambda pair: pair[0])[1], "generated"
+            return result
+        extractive = informative_extractive_copy(record, result.interest, self.facts, max_headline, max_body)
+        if extractive is not None:  # says more than an empty candidate or the template; still flagged fallback
+            result.copy = extractive
+            result.reasons = [*list(dict.fromkeys(result.reasons))[:8], EXTRACTIVE_FALLBACK]
+            return result
+        if uninformative:
+            result.copy, result.source = min(uninformative, key=lambda pair: pair[0])[1], "generated"
+            return result
+        return result.fall_back()
 
     def write(
         self,

@@ -21,7 +21,8 @@ import torch
 import torch.nn.functional as F
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy
+from recsys.adcopy.checks import MAX_HEADLINE, Copy
+from recsys.adcopy.extractive import body_from
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import (
     EOS,
@@ -58,21 +59,6 @@ class CopyTrainConfig:
 
 
 # ---------------------------------------------------------------- targets
-
-
-def body_from(hook: str, sentences: Sequence[str], limit: int = MAX_BODY) -> str:
-    """The hook, then whole sentences while they fit; a first sentence too long for the space is cut."""
-    body = hook
-    for sentence in sentences:
-        joined = f"{body} {sentence}".strip()
-        if len(joined) <= limit:
-            body = joined
-        elif body == hook:
-            body = shorten(joined, limit)
-            break
-        else:
-            break
-    return body
 
 
 def interest_options(record: ItemRecord, facts: CatalogueFacts) -> list[str]:

@@ -48,6 +48,7 @@ from rouge_score import rouge_scorer
 from recsys import bundle
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.claims import claim_violations
+from recsys.adcopy.extractive import body_from, extractive_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
 from recsys.adcopy.interests import history_interests, names_interest, shared_interest
@@ -64,7 +65,6 @@ from training import pipeline
 from training.adcopy.evaluation import as_text, score_system
 from training.adcopy.finetune import (
     CopyTrainConfig,
-    body_from,
     clean_sentences,
     export_copy_model,
     fine_tune_copy,
@@ -99,16 +99,6 @@ def retrieval_copy(record: ItemRecord, neighbour: ItemRecord, interest: str | No
         if old and new:
             body = re.sub(re.escape(old), new, body, flags=re.IGNORECASE)
     return Copy(shorten(record.name, MAX_HEADLINE), shorten(body, MAX_BODY))
-
-
-def extractive_copy(record: ItemRecord, interest: str | None) -> Copy:
-    """The rule the training targets follow, applied directly: name, hook, the description's clean sentences.
-
-    Reported beside the model for transparency: the model reads the same description opening, so this rule is
-    the extractive copy it learns to write; the model adds the checks, the fluency of the hook and the choice.
-    """
-    hook = HOOKS[0].format(interest=interest) if interest else ""
-    return Copy(shorten(record.name, MAX_HEADLINE), body_from(hook, clean_sentences(prompt_description(record))))
 
 
 def nearest_training_items(records: dict[str, ItemRecord], eval_ids: list[str], train_ids: list[str]) -> dict:

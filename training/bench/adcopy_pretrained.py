@@ -3,7 +3,7 @@ fine-tuning (float and int8), scored beside the template, the extractive rule an
 held-out items, with fluency judged by the base model, a blind side-by-side file and live-path timings.
 
 Protocol additions (beside `training/bench/adcopy.py`'s):
-- Every system's final copy (generated, or the template where a writer fell back) is scored by
+- Every system's final copy (generated, or the fallback where a writer had none to ship) is scored by
   `training.adcopy.evaluation.score_system`: ROUGE-L and BLEU against the description's opening, repeated word
   trigrams, informative (a number or two description words beyond the name, no boilerplate), boilerplate, and
   unsupported facts left after the checks.
@@ -11,7 +11,10 @@ Protocol additions (beside `training/bench/adcopy.py`'s):
   float graph before fine-tuning. The zero-shot row is judged by its own writer, so it is flattered.
 - Pretrained writers decode in batches of `batch_size` left-padded prompts, `candidates` per prompt (the first
   greedy, the rest sampled), at most 80 new tokens, and keep the most informative candidate that passes the
-  checks, as the nightly batch does.
+  checks, as the nightly batch does; with no informative one the record's own sentences answer when they pass
+  and are informative (`recsys.adcopy.extractive`), else a passing candidate, else the template. Each pretrained
+  row reports its fallback rate, the part of it that was the record's sentences, and the share of items whose
+  copy the model wrote and is informative.
 - Live: the fine-tuned int8 writer at batch 1 (one greedy candidate) with a 1 s budget, in process, on the
   first `live_items` held-out items: wall per copy (p50, p99), ms per decoding step, prompt (prefill) ms, share
   finished within the budget. The service keeps the small model live unless these meet p99 <= 1 s and >= 95%
@@ -29,7 +32,9 @@ import numpy as np
 
 from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
 from recsys.adcopy.checks import Copy
+from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK
 from recsys.adcopy.facts import CatalogueFacts
+from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.writer import CopyResult
 from training.adcopy.evaluation import as_text, perplexity, score_system, write_side_by_side
@@ -66,6 +71,21 @@ def live_timings(writer: ChatCopyWriter, pairs: Sequence[tuple[ItemRecord, str |
         "prefill_ms_p50": _percentile(prefill, 50) if prefill else None,
         "in_budget_rate": round(statistics.fmean(within), 4),
         "meets_live_aims": fits,
+    }
+
+
+def source_shares(results: Sequence[CopyResult], records: Sequence[ItemRecord]) -> dict[str, float]:
+    """Where a system's final copies came from: any fallback, of which the record's own sentences (the rest is the
+    template), and the share of items whose copy is generated and informative (the writer's own part)."""
+    extractive = [r.source == "fallback" and EXTRACTIVE_FALLBACK in r.reasons for r in results]
+    own = [
+        r.source == "generated" and copy_quality(r.copy, record).informative
+        for r, record in zip(results, records, strict=True)
+    ]
+    return {
+        "fallback_rate": round(statistics.fmean(r.source == "fallback" for r in results), 4),
+        "extractive_fallback_rate": round(statistics.fmean(extractive), 4),
+        "generated_informative_rate": round(statistics.fmean(own), 4),
     }
 
 
@@ -109,7 +129,7 @@ def pretrained_systems(
             "perplexity": round(perplexity(judge, [as_text(c) for c in system_copies]), 2),
         }
         if name in results:
-            systems[name]["fallback_rate"] = round(statistics.fmean(r.source == "fallback" for r in results[name]), 4)
+            systems[name].update(source_shares(results[name], records))
 
     order = sorted(range(len(records)), key=lambda i: records[i].item_id)
     chosen = order[:SIDE_BY_SIDE_ITEMS]
@@ -121,7 +141,7 @@ def pretrained_systems(
         [records[i] for i in chosen],
         {
             "small_model": [copies["small_model"][i] for i in chosen],
-            "pretrained_finetuned_quantised": [copies["pretrained_finetuned_quantised"][i] for i in chosen],
+            "pretrained_finetuned": [copies["pretrained_finetuned"][i] for i in chosen],  # what the batch writes
         },
         provenance,
     )

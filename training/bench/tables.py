@@ -409,6 +409,14 @@ def quoted_copy(copy: dict | None) -> str:
     return f"“{copy.get('headline', '')}” — {copy.get('body', '')}".replace("|", "/")
 
 
+def fallback_cell(system: dict) -> str:
+    """ "20.5%" (the template only) or "41.0% (36.2%)" (of which the record's own sentences); "—" for a rule."""
+    if "fallback_rate" not in system:
+        return "—"
+    extractive = system.get("extractive_fallback_rate")
+    return pct(system["fallback_rate"]) + ("" if extractive is None else f" ({pct(extractive)})")
+
+
 def adcopy_systems(results_dir: Path) -> str:
     """Every copy system on the same held-out items (fluency, informativeness, boilerplate, safety), the live
     and precomputed latencies that decide which writer answers live, and the first three held-out items' copy."""
@@ -417,7 +425,8 @@ def adcopy_systems(results_dir: Path) -> str:
     if not systems:
         return "Not measured yet: `recsys benchmark adcopy --publish` writes this table."
     header = ["system", "items", "ROUGE-L", "BLEU", "perplexity (base model)", "repeated trigrams"]
-    header += ["informative", "boilerplate", "unsupported after checks", "fallback to template"]
+    header += ["informative", "boilerplate", "unsupported after checks", "fallback (of it: record's sentences)"]
+    header += ["written by the model and informative"]
     rows = [
         [
             SYSTEM_LABELS.get(name, name),
@@ -429,7 +438,8 @@ def adcopy_systems(results_dir: Path) -> str:
             pct(s.get("informative_rate")),
             pct(s.get("boilerplate_rate")),
             pct(s.get("unsupported_after_checks")),
-            pct(s.get("fallback_rate")) if "fallback_rate" in s else "—",
+            fallback_cell(s),
+            pct(s.get("generated_informative_rate")) if "generated_informative_rate" in s else "—",
         ]
         for name, s in systems.items()
     ]
