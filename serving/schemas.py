@@ -206,7 +206,10 @@ class AdCopy(BaseModel):
         description="precomputed: written by the nightly batch; generated: written now by the model; "
         "fallback: the grounded template (see `reasons`)"
     )
-    generated: bool = Field(description="true when a model wrote the text (precomputed or now)")
+    generated: bool = Field(
+        description="true when a model wrote the text (precomputed or now); false for the template, and for "
+        "precomputed copy where the batch fell back (to the template or the record's own sentences, see `reasons`)"
+    )
     reasons: list[str] = Field(description="why this source: rejected candidates, time budget, no history ...")
     interest: str | None = Field(description="the interest from the user's history the copy connects to")
     personalised: bool

@@ -41,6 +41,7 @@ class AdCopyAnswer:
     grounded: bool = True
     claims_free: bool = True
     within_length: bool = True
+    generated: bool = True  # a model wrote the text (now or in the nightly batch); False for any fallback
 
 
 class AdCopyAssets:
@@ -74,6 +75,7 @@ class AdCopyAssets:
             grounded=not check.unsupported,
             claims_free=not check.claims,
             within_length=not check.too_long,
+            generated=source == "generated",
             **kw,
         )
 
@@ -84,7 +86,8 @@ class AdCopyAssets:
         # No re-check per request: the batch stored only copy that passed check_copy with the full limits, or
         # the template (grounded by construction), and the body fits this request's limit (tested just above).
         reasons = ["written by the nightly batch", *(row.get("reasons") or [])]
-        return AdCopyAnswer(item_id, Copy(row["headline"], row["body"]), "precomputed", row["interest"], reasons)
+        copy, generated = Copy(row["headline"], row["body"]), row["source"] == "generated"
+        return AdCopyAnswer(item_id, copy, "precomputed", row["interest"], reasons, generated=generated)
 
     def write(self, item_id: str, history: Sequence[str], max_body: int, budget_s: float) -> AdCopyAnswer:
         """Live copy: generated and checked within the budget, or the grounded template, flagged."""

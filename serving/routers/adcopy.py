@@ -27,7 +27,7 @@ def to_response(answer: AdCopyAnswer, version: str, user_id: str | None, unknown
         headline=answer.copy.headline,
         body=answer.copy.body,
         source=answer.source,  # type: ignore[arg-type]
-        generated=answer.source != "fallback",
+        generated=answer.generated,
         reasons=answer.reasons,
         interest=answer.interest,
         personalised=answer.interest is not None,
