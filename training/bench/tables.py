@@ -486,7 +486,7 @@ def adcopy_systems(results_dir: Path) -> str:
         lines = ["The first three held-out items by item ID:"]
         for example in examples:
             lines.append(f"- **{example.get('name', '?')}** (`{example.get('item_id')}`)")
-            for name in ("pretrained_finetuned_quantised", "small_model", "extractive"):
+            for name in ("pretrained_finetuned", "small_model", "extractive"):
                 if name in example:
                     lines.append(f"  - {SYSTEM_LABELS[name]}: {quoted_copy(example[name])}")
         blocks.append("\n".join(lines))
