@@ -75,6 +75,7 @@ def test_onnx_decoder_with_cache_matches_torch_step_by_step(copy_model_dir, reco
 
 
 def test_writer_output_always_passes_the_checks_and_says_its_source(copy_model_dir, records, facts):
+    from recsys.adcopy.quality import boilerplate
     from recsys.adcopy.writer import CopyWriter
 
     writer = CopyWriter(copy_model_dir, facts)
@@ -86,6 +87,8 @@ def test_writer_output_always_passes_the_checks_and_says_its_source(copy_model_d
         assert result.source in ("generated", "fallback")
         if result.source == "fallback":
             assert result.reasons
+        else:  # the synthetic descriptions carry "Category: ... > ..." and "Price: ..."; copy never repeats them
+            assert boilerplate(f"{result.copy.headline}. {result.copy.body}", record) == [], result.copy
         assert result.copy == writer.write(record, interest).copy  # deterministic for the same inputs
         sources.append(result.source)
     assert "generated" in sources  # the model writes copy, not only the template

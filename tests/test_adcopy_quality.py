@@ -110,3 +110,22 @@ def test_every_system_is_scored_on_the_same_measures_and_the_template_is_all_boi
     first = records[0]
     expected = template[0] if key[first.item_id]["A"] == "template" else invented[0]
     assert f"- **A**: **{expected.headline}** — {expected.body}" in page
+
+
+def test_catalogue_labels_and_paths_are_not_sentences_a_copy_may_reuse() -> None:
+    from recsys.adcopy.extractive import extractive_copy
+    from recsys.adcopy.prompt import clean_sentences
+
+    description = (
+        "Clarifying Hair Oil by Marisol, 100 ml. Category: Beauty > Hair Care > Hair Masks. Price: 21.99. "
+        "Comb it through damp hair and rinse after ten minutes."
+    )
+    assert clean_sentences(description) == [
+        "Clarifying Hair Oil by Marisol, 100 ml.",
+        "Comb it through damp hair and rinse after ten minutes.",
+    ]
+    path = ("Beauty", "Hair Care", "Hair Masks")
+    record = ItemRecord("SKU-1", "Marisol Clarifying Hair Oil 100 ml", "Marisol", path, 21.99, description)
+    copy = extractive_copy(record, "Marisol")
+    assert boilerplate(f"{copy.headline}. {copy.body}", record) == []
+    assert "rinse after ten minutes" in copy.body

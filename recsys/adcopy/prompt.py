@@ -11,6 +11,7 @@ import re
 
 from recsys.adcopy.checks import Copy
 from recsys.adcopy.claims import claim_violations
+from recsys.adcopy.quality import catalogue_furniture
 from recsys.adcopy.records import ItemRecord
 
 PAD, EOS = "<pad>", "<eos>"
@@ -63,11 +64,14 @@ def prompt_description(record: ItemRecord) -> str:
 
 
 def clean_sentences(description: str | None) -> list[str]:
-    """The description's sentences a copy may reuse: no claims, no seller boilerplate, no questions."""
+    """The description's sentences a copy may reuse: no claims, no seller boilerplate, no catalogue field labels
+    or category paths ("Category: Beauty > Hair Care." is the catalogue talking, not the product), no questions."""
     if not description:
         return []
     sentences = [s.strip() for s in _SENTENCE_END.split(description) if len(s.strip()) >= 20]
-    return [s for s in sentences if not _BOILERPLATE.search(s) and not claim_violations(s)]
+    return [
+        s for s in sentences if not _BOILERPLATE.search(s) and not catalogue_furniture(s) and not claim_violations(s)
+    ]
 
 
 def build_prompt(record: ItemRecord, interest: str | None) -> str:

@@ -23,7 +23,7 @@ from recsys.adcopy._text import GENERIC, STOPWORDS, UNIT_WORDS, fold, numbers, s
 from recsys.adcopy.checks import Copy
 from recsys.adcopy.records import ItemRecord
 
-__all__ = ["CopyQuality", "boilerplate", "concrete_facts", "copy_quality", "repeated_ngram_rate"]
+__all__ = ["CopyQuality", "boilerplate", "catalogue_furniture", "concrete_facts", "copy_quality", "repeated_ngram_rate"]
 
 # "Category:", "Price:", "SKU #", "Item ID:" ... a catalogue field label, not something a person would write
 _FIELD_LABEL = re.compile(
@@ -38,6 +38,12 @@ _CODE = re.compile(r"(?<![\w-])(?=[A-Z0-9]*\d)(?=[A-Z0-9]*[A-Z])[A-Z0-9]{6,}(?![
 _QUANTITY = re.compile(r"\d+[A-Z]{1,3}")
 _MIN_CONTENT_CHARS = 4  # "use", "kit", "for" say nothing concrete
 INFORMATIVE_WORDS = 2  # content words of the description a copy needs, when it states no number
+
+
+def catalogue_furniture(text: str) -> bool:
+    """A catalogue field label ("Category:", "Price:") or a category path separator ("Care > Masks") in the text:
+    what a copy must not repeat from a record, whatever record it is."""
+    return bool(_FIELD_LABEL.search(text) or _PATH_SEPARATOR.search(text))
 
 
 def repeated_ngram_rate(text: str, n: int = 3) -> float:

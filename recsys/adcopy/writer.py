@@ -35,6 +35,7 @@ from recsys.adcopy.prompt import (
     prompt_description,
     shorten,
 )
+from recsys.adcopy.quality import boilerplate
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
 from recsys.bundle.layout import COPY_CONFIG, COPY_DECODER, COPY_TOKENIZER
@@ -242,11 +243,12 @@ class CopyWriter:
                     result.rejected_vocabulary += 1
                     result.reasons.append(f"words not in the record: {', '.join(repr(w) for w in strange[:3])}")
                     continue
-                if check.ok:
+                furniture = boilerplate(f"{candidate.headline}. {candidate.body}", record)
+                if check.ok and not furniture:
                     result.copy, result.source = candidate, "generated"
                     result.generate_ms = (time.perf_counter() - started) * 1000
                     return result
-                result.refuse(check)
+                result.refuse(check, [f"catalogue boilerplate: {f}" for f in furniture])
         result.fall_back()
         result.generate_ms = (time.perf_counter() - started) * 1000
         return result
