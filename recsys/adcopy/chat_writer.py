@@ -182,9 +182,7 @@ class ChatCopyWriter:
             return result
         extractive = informative_extractive_copy(record, result.interest, self.facts, max_headline, max_body)
         if extractive is not None:  # says more than an empty candidate or the template; still flagged fallback
-            result.copy = extractive
-            result.reasons = [*list(dict.fromkeys(result.reasons))[:8], EXTRACTIVE_FALLBACK]
-            return result
+            return result.fall_back(extractive, EXTRACTIVE_FALLBACK)
         if uninformative:
             result.copy, result.source = min(uninformative, key=lambda pair: pair[0])[1], "generated"
             return result

@@ -57,6 +57,5 @@ def informative_extractive_copy(
     """The extractive copy when it passes every check and is informative (a fact beyond the name, no catalogue
     boilerplate); None otherwise, and the template is then the fallback."""
     copy = extractive_copy(record, interest, max_headline, max_body)
-    if not copy.body or not check_copy(copy, record, facts, max_headline, max_body).ok:
-        return None
-    return copy if copy_quality(copy, record).informative else None
+    informative = copy_quality(copy, record).informative  # an empty body states nothing beyond the name
+    return copy if informative and check_copy(copy, record, facts, max_headline, max_body).ok else None

@@ -78,11 +78,16 @@ class CopyResult:
         self.rejected_unsupported += bool(check.unsupported)
         self.reasons.extend([*check.reasons(), *reasons])
 
-    def fall_back(self) -> CopyResult:
-        """No candidate passed: the template stays, with the distinct reasons (bounded) and why."""
+    def fall_back(
+        self, copy: Copy | None = None, why: str = "no candidate passed the checks: grounded template"
+    ) -> CopyResult:
+        """No candidate to ship: the template stays (or `copy` replaces it), with the distinct reasons (bounded)
+        and why."""
         self.reasons = list(dict.fromkeys(self.reasons))[:8]
+        if copy is not None:
+            self.copy = copy
         if self.finished:
-            self.reasons.append("no candidate passed the checks: grounded template")
+            self.reasons.append(why)
         return self
 
 
