@@ -129,3 +129,40 @@ def test_catalogue_labels_and_paths_are_not_sentences_a_copy_may_reuse() -> None
     copy = extractive_copy(record, "Marisol")
     assert boilerplate(f"{copy.headline}. {copy.body}", record) == []
     assert "rinse after ten minutes" in copy.body
+
+
+def test_the_fallback_reads_past_an_opening_that_says_nothing_concrete_to_the_sentences_that_do() -> None:
+    from recsys.adcopy.checks import check_copy
+    from recsys.adcopy.extractive import extractive_copy, informative_extractive_copy
+
+    fact = "It is rated for water lines and gas lines and oil lines in homes and shops and farms and boats. "
+    description = (
+        "Anderson Metals brass fittings, the Anderson Metals way. "  # the opening: brand and name again
+        + "Everything we make at Anderson Metals is brass that we sell. " * 6  # pushes the facts past the opening
+        + fact * 2  # pasted twice by the seller
+        + "Each elbow turns the flow through ninety degrees in tight spaces under sinks, behind walls, in ducts. "
+        + "Machined from lead-free C360 brass with a 3/8-inch NPT thread. "
+        + "SKU: AM-38116. Ships in a box."  # a label line and a factless line: neither is reused
+    )
+    record = ItemRecord(
+        "B0FIT", "Anderson Metals Brass Pipe Fitting", "Anderson Metals", ("Plumbing",), 7.0, description
+    )
+    facts = CatalogueFacts.from_records([record])
+    assert not copy_quality(extractive_copy(record, None), record).informative  # the opening alone says nothing
+
+    copy = informative_extractive_copy(record, None, facts)
+
+    assert copy is not None and copy.headline == record.name
+    # the repeated sentence once; the elbow sentence, too long beside it, passed over (not cut) for a shorter one
+    assert copy.body == fact + "Machined from lead-free C360 brass with a 3/8-inch NPT thread."
+    assert "SKU" not in copy.body and "Ships in a box" not in copy.body and "Everything we make" not in copy.body
+    assert copy_quality(copy, record).informative and check_copy(copy, record, facts).ok
+
+
+def test_a_record_whose_description_states_nothing_beyond_its_name_gets_no_extractive_fallback() -> None:
+    from recsys.adcopy.extractive import informative_extractive_copy
+
+    record = ItemRecord(
+        "B0NIL", "DEWALT Grinding Wheel", "DEWALT", ("Abrasives",), None, "DEWALT grinding wheel by DEWALT."
+    )
+    assert informative_extractive_copy(record, None, CatalogueFacts.from_records([record])) is None

@@ -5,36 +5,55 @@ the pretrained writer's fallback before the template: when no generated candidat
 states something concrete, the record's own sentences usually do (they are grounded by construction and still
 go through the same checks), where the template only names the item and its category. A marketer would ship
 the sentence that says "Fits the T25, T25x & T2025 staplers" over "A fit with your Staples picks".
+
+The fallback reads the description's opening first (what the model's prompt shows); when that says nothing
+concrete ("Anderson Metals brass fittings are made to last."), it takes the sentences further down that state
+a fact (a size, a material, a use), as a copywriter skimming the whole description would.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import HOOKS, clean_sentences, prompt_description, shorten
-from recsys.adcopy.quality import copy_quality
+from recsys.adcopy.quality import boilerplate, concrete_facts, copy_quality
 from recsys.adcopy.records import ItemRecord
 
-__all__ = ["EXTRACTIVE_FALLBACK", "body_from", "extractive_copy", "informative_extractive_copy"]
+__all__ = ["EXTRACTIVE_FALLBACK", "body_from", "extractive_copy", "fact_sentences", "informative_extractive_copy"]
 
 EXTRACTIVE_FALLBACK = "no informative candidate passed: the record's own sentences"
 
 
-def body_from(hook: str, sentences: Sequence[str], limit: int = MAX_BODY) -> str:
-    """The hook, then whole sentences while they fit; a first sentence too long for the space is cut."""
+def body_from(hook: str, sentences: Sequence[str], limit: int = MAX_BODY, *, skip_long: bool = False) -> str:
+    """The hook, then whole sentences while they fit. With `skip_long` a sentence that does not fit is passed
+    over so later, shorter ones still get their place; without, the body stops there. When no sentence fits
+    beside the hook, the first is cut to fit."""
     body = hook
     for sentence in sentences:
         joined = f"{body} {sentence}".strip()
         if len(joined) <= limit:
             body = joined
-        elif body == hook:
-            body = shorten(joined, limit)
+        elif not skip_long:
             break
-        else:
-            break
+    if body == hook and sentences:
+        body = shorten(f"{hook} {sentences[0]}".strip(), limit)
     return body
+
+
+def hook_for(interest: str | None) -> str:
+    """The extractive copy's opening words for a shopper's interest ("" without one)."""
+    return HOOKS[0].format(interest=interest) if interest else ""
+
+
+def fact_sentences(record: ItemRecord) -> list[str]:
+    """The clean sentences of the whole description, in order and each once, that state a fact beyond the item's
+    name and carry no catalogue boilerplate (a code, a label) of their own."""
+    description = re.sub(r"\s+", " ", record.description or "")
+    sentences = dict.fromkeys(clean_sentences(description))  # sellers paste a sentence twice
+    return [s for s in sentences if concrete_facts(s, record) and not boilerplate(s, record)]
 
 
 def extractive_copy(
@@ -42,8 +61,7 @@ def extractive_copy(
 ) -> Copy:
     """Headline: the name cut to fit. Body: the first hook for the interest, then the clean sentences of the
     description's opening (the part a model's prompt shows)."""
-    hook = HOOKS[0].format(interest=interest) if interest else ""
-    body = body_from(hook, clean_sentences(prompt_description(record)), max_body)
+    body = body_from(hook_for(interest), clean_sentences(prompt_description(record)), max_body)
     return Copy(shorten(record.name, max_headline), body)
 
 
@@ -54,8 +72,13 @@ def informative_extractive_copy(
     max_headline: int = MAX_HEADLINE,
     max_body: int = MAX_BODY,
 ) -> Copy | None:
-    """The extractive copy when it passes every check and is informative (a fact beyond the name, no catalogue
-    boilerplate); None otherwise, and the template is then the fallback."""
-    copy = extractive_copy(record, interest, max_headline, max_body)
-    informative = copy_quality(copy, record).informative  # an empty body states nothing beyond the name
-    return copy if informative and check_copy(copy, record, facts, max_headline, max_body).ok else None
+    """The record's own sentences when they pass every check and are informative (a fact beyond the name, no
+    catalogue boilerplate): the extractive copy of the description's opening, else the hook and the sentences of
+    the whole description that state a fact. None when neither is, and the template is then the fallback."""
+    opening = extractive_copy(record, interest, max_headline, max_body)
+    facts_body = body_from(hook_for(interest), fact_sentences(record), max_body, skip_long=True)
+    for copy in (opening, Copy(opening.headline, facts_body)):
+        informative = copy_quality(copy, record).informative  # an empty body states nothing beyond the name
+        if informative and check_copy(copy, record, facts, max_headline, max_body).ok:
+            return copy
+    return None
