@@ -13,7 +13,7 @@ from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import Fact, unsupported_facts
 from recsys.adcopy.records import ItemRecord
 
-__all__ = ["MAX_BODY", "MAX_HEADLINE", "CheckResult", "Copy", "check_copy"]
+__all__ = ["MAX_BODY", "MAX_HEADLINE", "CheckResult", "Copy", "as_text", "check_copy"]
 
 MAX_HEADLINE = 60
 MAX_BODY = 160
@@ -26,6 +26,11 @@ class Copy:
 
     headline: str
     body: str
+
+
+def as_text(copy: Copy) -> str:
+    """Headline and body as one text, the way a reader takes a copy in (and the metrics and checks read it)."""
+    return f"{copy.headline}. {copy.body}"
 
 
 @dataclass(frozen=True)

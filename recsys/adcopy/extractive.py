@@ -13,12 +13,11 @@ a fact (a size, a material, a use), as a copywriter skimming the whole descripti
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import HOOKS, clean_sentences, prompt_description, shorten
+from recsys.adcopy.prompt import HOOKS, clean_sentences, prompt_description, shorten, whole_description
 from recsys.adcopy.quality import boilerplate, concrete_facts, copy_quality
 from recsys.adcopy.records import ItemRecord
 
@@ -51,8 +50,7 @@ def hook_for(interest: str | None) -> str:
 def fact_sentences(record: ItemRecord) -> list[str]:
     """The clean sentences of the whole description, in order and each once, that state a fact beyond the item's
     name and carry no catalogue boilerplate (a code, a label) of their own."""
-    description = re.sub(r"\s+", " ", record.description or "")
-    sentences = dict.fromkeys(clean_sentences(description))  # sellers paste a sentence twice
+    sentences = dict.fromkeys(clean_sentences(whole_description(record)))  # sellers paste a sentence twice
     return [s for s in sentences if concrete_facts(s, record) and not boilerplate(s, record)]
 
 
@@ -75,10 +73,12 @@ def informative_extractive_copy(
     """The record's own sentences when they pass every check and are informative (a fact beyond the name, no
     catalogue boilerplate): the extractive copy of the description's opening, else the hook and the sentences of
     the whole description that state a fact. None when neither is, and the template is then the fallback."""
+
+    def usable(copy: Copy) -> bool:  # an empty body states nothing beyond the name, so is never informative
+        return copy_quality(copy, record).informative and check_copy(copy, record, facts, max_headline, max_body).ok
+
     opening = extractive_copy(record, interest, max_headline, max_body)
-    facts_body = body_from(hook_for(interest), fact_sentences(record), max_body, skip_long=True)
-    for copy in (opening, Copy(opening.headline, facts_body)):
-        informative = copy_quality(copy, record).informative  # an empty body states nothing beyond the name
-        if informative and check_copy(copy, record, facts, max_headline, max_body).ok:
-            return copy
-    return None
+    if usable(opening):
+        return opening  # the whole description is read only when the opening will not do
+    further = Copy(opening.headline, body_from(hook_for(interest), fact_sentences(record), max_body, skip_long=True))
+    return further if usable(further) else None

@@ -58,9 +58,14 @@ def shorten(text: str, limit: int) -> str:
     return cut.rstrip(" ,;:-–(/&").strip()
 
 
+def whole_description(record: ItemRecord) -> str:
+    """The record's description, whitespace collapsed ("" without one)."""
+    return re.sub(r"\s+", " ", record.description or "")
+
+
 def prompt_description(record: ItemRecord) -> str:
     """The part of the record's description the model reads (its opening, whitespace collapsed)."""
-    return shorten(re.sub(r"\s+", " ", record.description or ""), MAX_DESCRIPTION_CHARS)
+    return shorten(whole_description(record), MAX_DESCRIPTION_CHARS)
 
 
 def clean_sentences(description: str | None) -> list[str]:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 
 from recsys.adcopy._text import GENERIC, STOPWORDS, UNIT_WORDS, fold, numbers, singular, words
-from recsys.adcopy.checks import Copy
+from recsys.adcopy.checks import Copy, as_text
 from recsys.adcopy.records import ItemRecord
 
 __all__ = ["CopyQuality", "boilerplate", "catalogue_furniture", "concrete_facts", "copy_quality", "repeated_ngram_rate"]
@@ -109,5 +109,5 @@ class CopyQuality:
 
 def copy_quality(copy: Copy, record: ItemRecord) -> CopyQuality:
     """Score headline and body together, as a reader sees them."""
-    text = f"{copy.headline}. {copy.body}"
+    text = as_text(copy)
     return CopyQuality(repeated_ngram_rate(text), tuple(boilerplate(text, record)), tuple(concrete_facts(text, record)))

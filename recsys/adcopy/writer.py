@@ -22,7 +22,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy._text import words
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, CheckResult, Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, CheckResult, Copy, as_text, check_copy
 from recsys.adcopy.constraint import SpanConstraint
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.prompt import (
@@ -248,7 +248,7 @@ class CopyWriter:
                     result.rejected_vocabulary += 1
                     result.reasons.append(f"words not in the record: {', '.join(repr(w) for w in strange[:3])}")
                     continue
-                furniture = boilerplate(f"{candidate.headline}. {candidate.body}", record)
+                furniture = boilerplate(as_text(candidate), record)
                 if check.ok and not furniture:
                     result.copy, result.source = candidate, "generated"
                     result.generate_ms = (time.perf_counter() - started) * 1000

@@ -23,7 +23,7 @@ import sacrebleu
 from rouge_score import rouge_scorer
 
 from recsys.adcopy.chat_writer import ChatCopyWriter
-from recsys.adcopy.checks import Copy
+from recsys.adcopy.checks import Copy, as_text
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
 from recsys.adcopy.quality import copy_quality
@@ -32,11 +32,6 @@ from recsys.adcopy.records import ItemRecord
 __all__ = ["as_text", "perplexity", "score_system", "write_side_by_side"]
 
 _ROUGE = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-
-
-def as_text(copy: Copy) -> str:
-    """Headline and body as one text, the way the metrics read a copy."""
-    return f"{copy.headline}. {copy.body}"
 
 
 def perplexity(judge: ChatCopyWriter, texts: Sequence[str], batch_size: int = 16) -> float:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recsys.adcopy.chat import IM_END, chat_prompt, chat_target, parse_generated
-from recsys.adcopy.checks import check_copy
+from recsys.adcopy.checks import as_text, check_copy
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.grounding import unsupported_facts
 from recsys.adcopy.prompt import MAX_DESCRIPTION_CHARS, prompt_description
@@ -80,7 +80,7 @@ def score(rows: list[dict], facts: CatalogueFacts) -> dict:
         return {"items": 0}
     scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
     references = [reference_text(r["record"]) for r in rows]
-    texts = [f"{r['copy'].headline}. {r['copy'].body}" if r["copy"] else r["raw"] for r in rows]
+    texts = [as_text(r["copy"]) if r["copy"] else r["raw"] for r in rows]
     checks = [check_copy(r["copy"], r["record"], facts) if r["copy"] else None for r in rows]
     parsed = [c for c in checks if c is not None]
     unsupported = [
