@@ -174,6 +174,39 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
     assert chosen(texts[1:2], [-0.1], bare).copy == template_copy(bare, None)
 
 
+def test_a_copy_that_repeats_itself_is_kept_only_when_nothing_that_does_not_says_as_much(writer_dir) -> None:
+    from recsys.adcopy.quality import copy_quality
+    from recsys.adcopy.writer import CopyResult
+
+    directory, facts, *_ = writer_dir
+    writer, beaker = ChatCopyWriter(directory, facts), RECORDS[0]
+    bare = dataclasses.replace(beaker, description=None)
+    echo = " Kimble Glass Beaker\nBody: Kimble Glass Beaker in borosilicate glass, holds 250 ml." + IM_END
+    plain = " Kimble Glass Beaker\nBody: Borosilicate glass that holds 250 ml." + IM_END
+    empty_echo = " Kimble Glass Beaker\nBody: A Kimble beaker, a Kimble beaker by Kimble." + IM_END
+
+    def chosen(candidates: list[str], scores: list[float], record: ItemRecord = beaker) -> CopyResult:
+        fresh = CopyResult(template_copy(record, None), "fallback")
+        return writer.choose(candidates, np.asarray(scores), record, fresh)
+
+    def repeats(result: CopyResult, record: ItemRecord = beaker) -> bool:
+        return copy_quality(result.copy, record).repeated_ngram_rate > 0
+
+    # the body restating the headline's name scores better, and loses to the copy that says the fact once
+    best = chosen([echo, plain], [-0.1, -0.5])
+    assert best.source == "generated" and best.copy.body == "Borosilicate glass that holds 250 ml."
+    # alone, it loses to the record's own sentences, which say as much without the echo
+    alone = chosen([echo], [-0.1])
+    assert alone.source == "fallback" and alone.reasons[-1] == EXTRACTIVE_FALLBACK and not repeats(alone)
+    # when the record's sentences echo the name too, the candidate is kept: a fact said twice beats no fact
+    echoing = dataclasses.replace(beaker, description="Kimble Glass Beaker of borosilicate glass, 250 ml capacity.")
+    kept = chosen([echo], [-0.1], echoing)
+    assert kept.source == "generated" and kept.copy.body.endswith("holds 250 ml.") and repeats(kept, echoing)
+    # a copy that repeats itself and says nothing concrete is never shipped: the template answers
+    assert repeats(chosen([empty_echo], [-0.1], bare), bare) is False
+    assert chosen([empty_echo], [-0.1], bare).copy == template_copy(bare, None)
+
+
 def test_a_spent_time_budget_answers_with_the_template_flagged(writer_dir) -> None:
     directory, facts, *_ = writer_dir
     result = ChatCopyWriter(directory, facts).write(RECORDS[0], None, n=2, deadline_s=0.0)

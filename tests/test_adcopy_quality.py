@@ -133,7 +133,7 @@ def test_catalogue_labels_and_paths_are_not_sentences_a_copy_may_reuse() -> None
 
 def test_the_fallback_reads_past_an_opening_that_says_nothing_concrete_to_the_sentences_that_do() -> None:
     from recsys.adcopy.checks import check_copy
-    from recsys.adcopy.extractive import extractive_copy, informative_extractive_copy
+    from recsys.adcopy.extractive import extractive_copy, informative_extractive_copies
 
     fact = "It is rated for water lines and gas lines and oil lines in homes and shops and farms and boats. "
     description = (
@@ -150,9 +150,11 @@ def test_the_fallback_reads_past_an_opening_that_says_nothing_concrete_to_the_se
     facts = CatalogueFacts.from_records([record])
     assert not copy_quality(extractive_copy(record, None), record).informative  # the opening alone says nothing
 
-    copy = informative_extractive_copy(record, None, facts)
+    copies = informative_extractive_copies(record, None, facts)
 
-    assert copy is not None and copy.headline == record.name
+    assert len(copies) == 1  # the opening is not offered
+    copy = copies[0]
+    assert copy.headline == record.name
     # the repeated sentence once; the elbow sentence, too long beside it, passed over (not cut) for a shorter one
     assert copy.body == fact + "Machined from lead-free C360 brass with a 3/8-inch NPT thread."
     assert "SKU" not in copy.body and "Ships in a box" not in copy.body and "Everything we make" not in copy.body
@@ -160,9 +162,9 @@ def test_the_fallback_reads_past_an_opening_that_says_nothing_concrete_to_the_se
 
 
 def test_a_record_whose_description_states_nothing_beyond_its_name_gets_no_extractive_fallback() -> None:
-    from recsys.adcopy.extractive import informative_extractive_copy
+    from recsys.adcopy.extractive import informative_extractive_copies
 
     record = ItemRecord(
         "B0NIL", "DEWALT Grinding Wheel", "DEWALT", ("Abrasives",), None, "DEWALT grinding wheel by DEWALT."
     )
-    assert informative_extractive_copy(record, None, CatalogueFacts.from_records([record])) is None
+    assert informative_extractive_copies(record, None, CatalogueFacts.from_records([record])) == []

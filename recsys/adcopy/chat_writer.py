@@ -2,9 +2,10 @@
 
 `ChatCopyWriter.write(record, interest)` decodes `n` candidates for one item (the first greedy, the others
 sampled), keeps of those that parse, pass `check_copy` (grounded, no claims, within length) and have no catalogue
-boilerplate the most informative (then the best-scored); when none of those states a fact beyond the name it
-answers with the record's own sentences if they do (`recsys.adcopy.extractive`), and otherwise with a passing
-candidate or the template, flagged, like `CopyWriter`.
+boilerplate the most informative, then one that repeats no phrase, then the best-scored; when none of those
+states a fact beyond the name without repeating itself it answers with the record's own sentences if they do
+(`recsys.adcopy.extractive`), and otherwise with a passing candidate or the template, flagged, like
+`CopyWriter` (`ChatCopyWriter.choose` has the order).
 `write_many` does the same for many items at once, their prompts left-padded into one batch: the nightly
 batch's path. No torch: onnxruntime and `tokenizers` only.
 
@@ -31,9 +32,9 @@ from tokenizers import Tokenizer
 
 from recsys.adcopy.chat import parse_generated, record_prompt
 from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
-from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK, informative_extractive_copy
+from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK, informative_extractive_copies
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.quality import copy_quality
+from recsys.adcopy.quality import CopyQuality, copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import CopyResult, sample_top_k
@@ -159,33 +160,41 @@ class ChatCopyWriter:
         max_headline: int = MAX_HEADLINE,
         max_body: int = MAX_BODY,
     ) -> CopyResult:
-        """What a reader gets most from into `result`, in this order: a candidate that passes every check and is
-        informative (states a fact of the record beyond its name; of several, one that does not repeat itself,
-        then the best-scored); else the record's own sentences when they pass and are informative (source
-        `fallback`, reason `EXTRACTIVE_FALLBACK`); else a passing candidate that says nothing concrete; else the
-        template (`fallback`). Several candidates per item are why the batch more often gets the first."""
-        informative: list[tuple[tuple[bool, int], Copy]] = []  # (repeats itself, score rank), the copy
-        uninformative: list[tuple[tuple[bool, int], Copy]] = []
-        for rank, i in enumerate(np.argsort(-scores, kind="stable")):
+        """What a reader gets most from into `result`, in this order:
+
+        1. a candidate that passes every check, is informative (states a fact of the record beyond its name) and
+           repeats no phrase (the best-scored of several);
+        2. the record's own sentences when they pass, are informative and repeat no phrase (source `fallback`,
+           reason `EXTRACTIVE_FALLBACK`);
+        3. the same two, repeating a phrase (most often the body restating the headline's name): a fact said
+           twice still beats no fact;
+        4. a passing candidate that says nothing concrete, unless it repeats itself too;
+        5. the template (`fallback`).
+
+        Several candidates per item are why the batch more often gets the first."""
+        passing: list[tuple[Copy, CopyQuality]] = []  # best-scored first
+        for i in np.argsort(-scores, kind="stable"):
             candidate = result.candidate(parse_generated(texts[i])[0], max_headline, max_body)
             if candidate is None:
                 continue
             check = check_copy(candidate, record, self.facts, max_headline, max_body)
             quality = copy_quality(candidate, record)
             if check.ok and not quality.boilerplate:
-                kept = informative if quality.informative else uninformative
-                kept.append(((quality.repeated_ngram_rate > 0, rank), candidate))
-                continue
-            result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
-        if informative:
-            result.copy, result.source = min(informative, key=lambda pair: pair[0])[1], "generated"
-            return result
-        extractive = informative_extractive_copy(record, result.interest, self.facts, max_headline, max_body)
-        if extractive is not None:  # says more than an empty candidate or the template; still flagged fallback
-            return result.fall_back(extractive, EXTRACTIVE_FALLBACK)
-        if uninformative:
-            result.copy, result.source = min(uninformative, key=lambda pair: pair[0])[1], "generated"
-            return result
+                passing.append((candidate, quality))
+            else:
+                result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
+        generated = [copy for copy, quality in passing if quality.informative]
+        if fresh := [copy for copy, quality in passing if quality.informative and not quality.repeated_ngram_rate]:
+            return result.take(fresh[0])
+        extractive = informative_extractive_copies(record, result.interest, self.facts, max_headline, max_body)
+        if fresh := [copy for copy in extractive if not copy_quality(copy, record).repeated_ngram_rate]:
+            return result.fall_back(fresh[0], EXTRACTIVE_FALLBACK)
+        if generated:
+            return result.take(generated[0])
+        if extractive:  # says more than an empty candidate or the template; still flagged fallback
+            return result.fall_back(extractive[0], EXTRACTIVE_FALLBACK)
+        if empty := [copy for copy, quality in passing if not quality.repeated_ngram_rate]:
+            return result.take(empty[0])
         return result.fall_back()
 
     def write(

@@ -7,8 +7,8 @@ go through the same checks), where the template only names the item and its cate
 the sentence that says "Fits the T25, T25x & T2025 staplers" over "A fit with your Staples picks".
 
 The fallback reads the description's opening first (what the model's prompt shows); when that says nothing
-concrete ("Anderson Metals brass fittings are made to last."), it takes the sentences further down that state
-a fact (a size, a material, a use), as a copywriter skimming the whole description would.
+concrete ("Anderson Metals brass fittings are made to last.") or says it twice, it takes the sentences further
+down that state a fact (a size, a material, a use), as a copywriter skimming the whole description would.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from recsys.adcopy.prompt import HOOKS, clean_sentences, prompt_description, sho
 from recsys.adcopy.quality import boilerplate, concrete_facts, copy_quality
 from recsys.adcopy.records import ItemRecord
 
-__all__ = ["EXTRACTIVE_FALLBACK", "body_from", "extractive_copy", "fact_sentences", "informative_extractive_copy"]
+__all__ = ["EXTRACTIVE_FALLBACK", "body_from", "extractive_copy", "fact_sentences", "informative_extractive_copies"]
 
 EXTRACTIVE_FALLBACK = "no informative candidate passed: the record's own sentences"
 
@@ -63,22 +63,21 @@ def extractive_copy(
     return Copy(shorten(record.name, max_headline), body)
 
 
-def informative_extractive_copy(
+def informative_extractive_copies(
     record: ItemRecord,
     interest: str | None,
     facts: CatalogueFacts,
     max_headline: int = MAX_HEADLINE,
     max_body: int = MAX_BODY,
-) -> Copy | None:
-    """The record's own sentences when they pass every check and are informative (a fact beyond the name, no
-    catalogue boilerplate): the extractive copy of the description's opening, else the hook and the sentences of
-    the whole description that state a fact. None when neither is, and the template is then the fallback."""
+) -> list[Copy]:
+    """The record's own sentences, as copies that pass every check and are informative (a fact beyond the name,
+    no catalogue boilerplate): the extractive copy of the description's opening, then the hook and the sentences
+    of the whole description that state a fact (when that is a different copy). Empty when neither is, and the
+    template is then the fallback. Two, not one, so a writer can prefer the one that does not repeat itself."""
 
     def usable(copy: Copy) -> bool:  # an empty body states nothing beyond the name, so is never informative
         return copy_quality(copy, record).informative and check_copy(copy, record, facts, max_headline, max_body).ok
 
     opening = extractive_copy(record, interest, max_headline, max_body)
-    if usable(opening):
-        return opening  # the whole description is read only when the opening will not do
     further = Copy(opening.headline, body_from(hook_for(interest), fact_sentences(record), max_body, skip_long=True))
-    return further if usable(further) else None
+    return [copy for copy in dict.fromkeys((opening, further)) if usable(copy)]

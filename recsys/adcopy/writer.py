@@ -78,6 +78,11 @@ class CopyResult:
         self.rejected_unsupported += bool(check.unsupported)
         self.reasons.extend([*check.reasons(), *reasons])
 
+    def take(self, copy: Copy) -> CopyResult:
+        """Ship a generated candidate that passed the checks."""
+        self.copy, self.source = copy, "generated"
+        return self
+
     def fall_back(
         self, copy: Copy | None = None, why: str = "no candidate passed the checks: grounded template"
     ) -> CopyResult:
@@ -250,7 +255,7 @@ class CopyWriter:
                     continue
                 furniture = boilerplate(as_text(candidate), record)
                 if check.ok and not furniture:
-                    result.copy, result.source = candidate, "generated"
+                    result.take(candidate)
                     result.generate_ms = (time.perf_counter() - started) * 1000
                     return result
                 result.refuse(check, [f"catalogue boilerplate: {f}" for f in furniture])
