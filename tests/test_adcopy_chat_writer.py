@@ -322,22 +322,30 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     _, facts, model, tokenizer = writer_dir
     config = tiny_recipe(batch_size=2, minutes=0.01)
     pairs = [(record, None) for record in RECORDS]
-    added = pretrained_systems(
-        model=copy.deepcopy(model),
-        tokenizer=tokenizer,
-        model_name="tiny",
-        train_records=RECORDS,
-        eval_pairs=pairs,
-        references=[record.description for record in RECORDS],
-        baseline_copies={"template": [template_copy(r, None) for r in RECORDS], "small_model": list(TARGETS.values())},
-        facts=facts,
-        work_dir=tmp_path / "work",
-        results_dir=tmp_path / "results",
-        config=config,
-        provenance={"date": "2026-12-04T00:00:00+00:00", "hardware": "test", "command": "pytest"},
-        live_items=3,
-        log=str,
-    )
+
+    def phase(train_records: list[ItemRecord] = RECORDS, reuse: bool = False) -> dict:
+        return pretrained_systems(
+            model=copy.deepcopy(model),
+            tokenizer=tokenizer,
+            model_name="tiny",
+            train_records=train_records,
+            eval_pairs=pairs,
+            references=[record.description for record in RECORDS],
+            baseline_copies={
+                "template": [template_copy(r, None) for r in RECORDS],
+                "small_model": list(TARGETS.values()),
+            },
+            facts=facts,
+            work_dir=tmp_path / "work",
+            results_dir=tmp_path / "results",
+            config=config,
+            provenance={"date": "2026-12-04T00:00:00+00:00", "hardware": "test", "command": "pytest"},
+            live_items=3,
+            reuse=reuse,
+            log=str,
+        )
+
+    added = phase()
     systems = added["systems"]
     assert set(systems) == {
         "template",
@@ -356,6 +364,15 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     live = added["pretrained_live"]
     assert live["requests"] == 3 and live["p99_ms"] >= live["p50_ms"] > 0 and 0 <= live["in_budget_rate"] <= 1
     assert [e["item_id"] for e in added["examples_first_three"]] == ["B01", "B02", "B03"]
+    # reused: the same graphs scored again, not retrained; refused when the training items differ
+    tuned = tmp_path / "work" / "tuned" / COPY_DECODER
+    written = tuned.stat().st_mtime_ns
+    again = phase(reuse=True)
+    assert tuned.stat().st_mtime_ns == written and again["pretrained"] == added["pretrained"]
+    scored, rescored = systems["pretrained_finetuned"], again["systems"]["pretrained_finetuned"]
+    assert rescored.pop("perplexity") == pytest.approx(scored.pop("perplexity"), rel=1e-4) and rescored == scored
+    with pytest.raises(ValueError, match="trained on other items"):
+        phase(RECORDS[:2], reuse=True)
 
 
 def test_a_generated_turn_is_read_as_one_headline_line_and_one_body_line() -> None:

@@ -122,6 +122,9 @@ def benchmark_adcopy(
         0.0, help="fine-tune the pretrained SmolLM2 for this many minutes and score it too (0: skip that phase)"
     ),
     harvest_minutes: float = typer.Option(15.0, help="time for the base model to write candidate targets"),
+    reuse_pretrained: bool = typer.Option(
+        False, help="score the SmolLM2 writer a previous run fine-tuned (no harvest, no fine-tuning)"
+    ),
     data_root: Path = typer.Option(None, help="folder of the real datasets (default: ../shared/data)"),
     out: Path = OUT,
     publish: bool = PUBLISH,
@@ -159,6 +162,7 @@ def benchmark_adcopy(
             seed=seed,
             reuse_model=reuse_model,
             pretrained=pretrained_config(pretrained_minutes, harvest_minutes, seed),
+            reuse_pretrained=reuse_pretrained,
         )
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         fail(str(exc))

@@ -147,9 +147,11 @@ def run_adcopy_benchmark(
     reuse_model: bool = False,
     publish: bool = False,
     pretrained: PretrainedCopyConfig | None = None,
+    reuse_pretrained: bool = False,
 ) -> dict:
     """`pretrained`: also fine-tune SmolLM2 by rejection sampling and score it beside the others
-    (`training/bench/adcopy_pretrained.py`); None skips that phase."""
+    (`training/bench/adcopy_pretrained.py`); None skips that phase. `reuse_pretrained`: score the SmolLM2 writer
+    a previous run fine-tuned instead."""
     work = get_settings().work_dir / "benchmarks" / "adcopy"
     source = Path(data_root) / "amazon-scientific"
     if not source.exists():
@@ -297,6 +299,7 @@ def run_adcopy_benchmark(
             results_dir=results_path("adcopy", publish, out).parent,
             config=pretrained,
             provenance={"date": now_iso(), "hardware": hardware(torch.get_num_threads()), "command": command},
+            reuse=reuse_pretrained,
             log=console.print,
         )
         systems = pretrained_added.pop("systems")

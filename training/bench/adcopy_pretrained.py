@@ -23,6 +23,8 @@ Protocol additions (beside `training/bench/adcopy.py`'s):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import statistics
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -37,6 +39,7 @@ from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.writer import CopyResult
+from recsys.runinfo import now_iso
 from training.adcopy.evaluation import as_text, perplexity, score_system, write_side_by_side
 from training.adcopy.pretrained import PretrainedCopyConfig, train_pretrained_writer
 
@@ -89,6 +92,36 @@ def source_shares(results: Sequence[CopyResult], records: Sequence[ItemRecord]) 
     }
 
 
+def trained_writer(
+    model: Any,
+    tokenizer: Any,
+    train_records: Sequence[ItemRecord],
+    facts: CatalogueFacts,
+    work_dir: Path,
+    config: PretrainedCopyConfig,
+    model_name: str,
+    reuse: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """`train_pretrained_writer`'s stats, saved beside its graphs as `trained.json`; with `reuse`, the saved ones
+    when they were trained on the same items (refused otherwise: the held-out items must stay unseen)."""
+    stats_file = Path(work_dir) / "trained.json"
+    items = hashlib.sha256("\n".join(sorted(r.item_id for r in train_records)).encode()).hexdigest()
+    if reuse and stats_file.exists():
+        saved = json.loads(stats_file.read_text())
+        if saved.get("train_items_sha256") != items:
+            raise ValueError(
+                f"the pretrained writer in {work_dir} was trained on other items (another --eval-share or seed?): "
+                "rerun without --reuse-pretrained"
+            )
+        log(f"reusing the pretrained writer in {work_dir} (trained {saved.get('date')})")
+        return saved
+    trained = train_pretrained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, log)
+    trained = {**trained, "date": now_iso(), "train_items_sha256": items}
+    stats_file.write_text(json.dumps(trained))
+    return trained
+
+
 def pretrained_systems(
     *,
     model: Any,
@@ -104,11 +137,14 @@ def pretrained_systems(
     config: PretrainedCopyConfig,
     provenance: dict[str, str],
     live_items: int = 100,
+    reuse: bool = False,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the pretrained writer, write copy for `eval_pairs` with each pretrained system, and score every
-    system (`baseline_copies` are the others', in `eval_pairs` order). Returns the document's additions."""
-    trained = train_pretrained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, log)
+    system (`baseline_copies` are the others', in `eval_pairs` order). Returns the document's additions.
+    `reuse`: score the writer a previous run trained in `work_dir` on the same training items (no harvest, no
+    fine-tuning), so a change to how copy is chosen is measured on the same graphs in a fraction of the time."""
+    trained = trained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, reuse, log)
     base_dir, tuned_dir = Path(trained["base_dir"]), Path(trained["tuned_dir"])
     writers = {
         "pretrained_zero_shot": ChatCopyWriter(base_dir, facts, threads=2, decoder=FLOAT_DECODER),
