@@ -183,14 +183,14 @@ class ChatCopyWriter:
                 passing.append((candidate, quality))
             else:
                 result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
-        generated = [copy for copy, quality in passing if quality.informative]
-        if fresh := [copy for copy, quality in passing if quality.informative and not quality.repeated_ngram_rate]:
+        generated = [(copy, quality) for copy, quality in passing if quality.informative]
+        if fresh := [copy for copy, quality in generated if not quality.repeated_ngram_rate]:
             return result.take(fresh[0])
         extractive = informative_extractive_copies(record, result.interest, self.facts, max_headline, max_body)
         if fresh := [copy for copy in extractive if not copy_quality(copy, record).repeated_ngram_rate]:
             return result.fall_back(fresh[0], EXTRACTIVE_FALLBACK)
-        if generated:
-            return result.take(generated[0])
+        if generated:  # every informative candidate repeats a phrase, and so do the record's sentences
+            return result.take(generated[0][0])
         if extractive:  # says more than an empty candidate or the template; still flagged fallback
             return result.fall_back(extractive[0], EXTRACTIVE_FALLBACK)
         if empty := [copy for copy, quality in passing if not quality.repeated_ngram_rate]:
