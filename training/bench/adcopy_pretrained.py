@@ -116,6 +116,7 @@ def trained_writer(
             )
         log(f"reusing the pretrained writer in {work_dir} (trained {saved.get('date')})")
         return saved
+    stats_file.unlink(missing_ok=True)  # a retrain cut short must not leave old stats over half-written graphs
     trained = train_pretrained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, log)
     trained = {**trained, "date": now_iso(), "train_items_sha256": items}
     stats_file.write_text(json.dumps(trained))
