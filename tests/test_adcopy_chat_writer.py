@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import polars as pl
@@ -36,6 +37,7 @@ from training.adcopy.pretrained import (
     training_pairs,
     vet,
 )
+from training.bench.adcopy_pretrained import items_sha256, pretrained_systems, reusable_stats
 
 RECORDS = [
     ItemRecord(
@@ -339,7 +341,6 @@ def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers
 
 
 def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(writer_dir, tmp_path) -> None:
-    from training.bench.adcopy_pretrained import pretrained_systems
 
     _, facts, model, tokenizer = writer_dir
     config = tiny_recipe(batch_size=2, minutes=0.01)
@@ -395,6 +396,18 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     assert rescored.pop("perplexity") == pytest.approx(scored.pop("perplexity"), rel=1e-4) and rescored == scored
     with pytest.raises(ValueError, match="trained on other items"):
         phase(RECORDS[:2], reuse=True)
+
+
+def test_a_saved_model_is_reused_only_for_the_items_it_was_trained_on(tmp_path) -> None:
+    stats_file = tmp_path / "train_stats.json"
+    assert reusable_stats(stats_file, RECORDS, "--reuse-model") is None  # nothing saved: train
+    stats_file.write_text(json.dumps({"date": "then", "train_items_sha256": items_sha256(RECORDS[::-1])}))
+    assert reusable_stats(stats_file, RECORDS, "--reuse-model")["date"] == "then"  # order does not matter
+    with pytest.raises(ValueError, match="other items.*rerun without --reuse-model"):
+        reusable_stats(stats_file, RECORDS[:2], "--reuse-model")  # another held-out share: would have seen them
+    stats_file.write_text(json.dumps({"date": "long ago"}))
+    with pytest.raises(ValueError, match="do not say which"):
+        reusable_stats(stats_file, RECORDS, "--reuse-model")  # saved before the fingerprint was
 
 
 def test_a_generated_turn_is_read_as_one_headline_line_and_one_body_line() -> None:

@@ -71,7 +71,7 @@ from training.adcopy.finetune import (
     held_out_text_items,
 )
 from training.adcopy.pretrained import PretrainedCopyConfig, ensure_smollm2, load_smollm2
-from training.bench.adcopy_pretrained import pretrained_systems
+from training.bench.adcopy_pretrained import items_sha256, pretrained_systems, reusable_stats
 from training.export import AdCopyPlan, export_bundle
 from training.presets import load_preset
 
@@ -166,13 +166,15 @@ def run_adcopy_benchmark(
     console.rule(f"1/5 fine-tune the copy model ({len(records) - len(held_out)} items; {len(held_out)} held out)")
     config = CopyTrainConfig(max_minutes=max_minutes, seed=seed)
     model_dir, stats_file = work / "copy_model", work / "copy_model" / "train_stats.json"
-    if reuse_model and stats_file.exists():
-        train_stats = json.loads(stats_file.read_text())
+    train_records = [r for i, r in records.items() if i not in held_out]
+    if reuse_model and (saved := reusable_stats(stats_file, train_records, "--reuse-model")) is not None:
+        train_stats = saved
         console.print(f"reusing the copy model in {model_dir} (trained {train_stats.get('date')})")
     else:
-        trained = fine_tune_copy([r for i, r in records.items() if i not in held_out], facts, config, console.print)
+        stats_file.unlink(missing_ok=True)  # a retrain cut short must not leave old stats beside a new model
+        trained = fine_tune_copy(train_records, facts, config, console.print)
         export_copy_model(trained.model, trained.tokenizer, model_dir)
-        train_stats = {**trained.stats, "date": now_iso()}
+        train_stats = {**trained.stats, "date": now_iso(), "train_items_sha256": items_sha256(train_records)}
         stats_file.write_text(json.dumps(train_stats))
     writer = CopyWriter(model_dir, facts)
 

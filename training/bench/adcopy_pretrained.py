@@ -92,6 +92,26 @@ def source_shares(results: Sequence[CopyResult], records: Sequence[ItemRecord]) 
     }
 
 
+def items_sha256(records: Sequence[ItemRecord]) -> str:
+    """A fingerprint of the items a model was trained on, saved with its stats."""
+    return hashlib.sha256("\n".join(sorted(r.item_id for r in records)).encode()).hexdigest()
+
+
+def reusable_stats(stats_file: Path, train_records: Sequence[ItemRecord], flag: str) -> dict[str, Any] | None:
+    """The stats a previous run saved beside its model, when there are some; refused (ValueError) when that
+    model was trained on other items or its stats do not say on which, because the held-out items must stay
+    unseen. `flag` names the option that asked for the reuse, for the message."""
+    if not stats_file.exists():
+        return None
+    saved = json.loads(stats_file.read_text())
+    if saved.get("train_items_sha256") != items_sha256(train_records):
+        raise ValueError(
+            f"the model beside {stats_file} was trained on other items (another --eval-share or seed?) or its stats"
+            f" do not say which: rerun without {flag}"
+        )
+    return saved
+
+
 def trained_writer(
     model: Any,
     tokenizer: Any,
@@ -104,21 +124,14 @@ def trained_writer(
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """`train_pretrained_writer`'s stats, saved beside its graphs as `trained.json`; with `reuse`, the saved ones
-    when they were trained on the same items (refused otherwise: the held-out items must stay unseen)."""
+    when they were trained on the same items (`reusable_stats`)."""
     stats_file = Path(work_dir) / "trained.json"
-    items = hashlib.sha256("\n".join(sorted(r.item_id for r in train_records)).encode()).hexdigest()
-    if reuse and stats_file.exists():
-        saved = json.loads(stats_file.read_text())
-        if saved.get("train_items_sha256") != items:
-            raise ValueError(
-                f"the pretrained writer in {work_dir} was trained on other items (another --eval-share or seed?): "
-                "rerun without --reuse-pretrained"
-            )
+    if reuse and (saved := reusable_stats(stats_file, train_records, "--reuse-pretrained")) is not None:
         log(f"reusing the pretrained writer in {work_dir} (trained {saved.get('date')})")
         return saved
     stats_file.unlink(missing_ok=True)  # a retrain cut short must not leave old stats over half-written graphs
     trained = train_pretrained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, log)
-    trained = {**trained, "date": now_iso(), "train_items_sha256": items}
+    trained = {**trained, "date": now_iso(), "train_items_sha256": items_sha256(train_records)}
     stats_file.write_text(json.dumps(trained))
     return trained
 
