@@ -319,7 +319,6 @@ def test_the_whole_recipe_harvests_fine_tunes_and_exports_int8_and_float_writers
 
 
 def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(writer_dir, tmp_path) -> None:
-
     _, facts, model, tokenizer = writer_dir
     config = tiny_recipe(batch_size=2, minutes=0.01)
     pairs = [(record, None) for record in RECORDS]
