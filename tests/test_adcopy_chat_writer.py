@@ -35,7 +35,7 @@ from training.adcopy.pretrained import (
     training_pairs,
     vet,
 )
-from training.bench.adcopy_pretrained import items_sha256, pretrained_systems, reusable_stats
+from training.bench.adcopy_pretrained import REPEAT_PENALTIES, items_sha256, pretrained_systems, reusable_stats
 
 RECORDS = [
     ItemRecord(
@@ -151,6 +151,8 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
 
     directory, facts, *_ = writer_dir
     writer, beaker = ChatCopyWriter(directory, facts), RECORDS[0]
+    bare = dataclasses.replace(beaker, description=None)
+    terse = dataclasses.replace(beaker, description="250 ml borosilicate")  # grounds the copy, too short to quote
     texts = [
         " Kimble Glass Beaker\nBody: A Kimble beaker, a beaker by Kimble." + IM_END,  # passes, says nothing
         " Kimble Glass Beaker\nBody: Holds 900 ml." + IM_END,  # says something false: refused
@@ -161,7 +163,7 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
         fresh = CopyResult(template_copy(record, None), "fallback")
         return writer.choose(candidates, np.asarray(scores), record, fresh)
 
-    best = chosen(texts, [-0.1, -0.2, -0.9])
+    best = chosen(texts, [-0.1, -0.2, -0.9], terse)  # no sentences of its own: the candidates alone compete
     assert best.source == "generated" and best.copy.body == "Borosilicate glass that holds 250 ml."
     assert best.rejected == 1 and any("unsupported number '900'" in r for r in best.reasons)
     # with no informative candidate, the record's own sentences say more than an empty copy; flagged fallback
@@ -169,44 +171,42 @@ def test_of_the_candidates_that_pass_the_informative_one_is_kept_before_a_better
     assert alone.source == "fallback" and alone.reasons[-1] == EXTRACTIVE_FALLBACK
     assert alone.copy == Copy("Kimble Glass Beaker", beaker.description)
     assert chosen(texts[1:2], [-0.1]).copy == alone.copy  # the false one refused, the same sentences answer
+    # beside an informative candidate the record's sentences compete on how the copy reads
+    both = chosen(texts, [-0.1, -0.2, -0.9])
+    options = [best.copy, alone.copy]
+    assert both.copy == options[writer.most_readable(options, beaker)]
     # a record with no sentences to fall back on: a copy that passes still beats the template
-    bare = dataclasses.replace(beaker, description=None)
     empty = chosen(texts[:1], [-0.1], bare)
     assert empty.source == "generated" and empty.copy.body.startswith("A Kimble beaker")
     assert chosen(texts[1:2], [-0.1], bare).copy == template_copy(bare, None)
 
 
-def test_a_copy_that_repeats_itself_is_kept_only_when_nothing_that_does_not_says_as_much(writer_dir) -> None:
+def test_the_copy_that_reads_best_is_shipped_and_a_repeat_costs_what_the_penalty_says(writer_dir) -> None:
     from recsys.adcopy.quality import copy_quality
     from recsys.adcopy.writer import CopyResult
 
     directory, facts, *_ = writer_dir
     writer, beaker = ChatCopyWriter(directory, facts), RECORDS[0]
     bare = dataclasses.replace(beaker, description=None)
-    echo = " Kimble Glass Beaker\nBody: Kimble Glass Beaker in borosilicate glass, holds 250 ml." + IM_END
-    plain = " Kimble Glass Beaker\nBody: Borosilicate glass that holds 250 ml." + IM_END
+    echo = Copy("Kimble Glass Beaker", "Kimble Glass Beaker in borosilicate glass, holds 250 ml.")
+    plain = Copy("Kimble Glass Beaker", "Borosilicate glass that holds 250 ml.")
     empty_echo = " Kimble Glass Beaker\nBody: A Kimble beaker, a Kimble beaker by Kimble." + IM_END
-
-    def chosen(candidates: list[str], scores: list[float], record: ItemRecord = beaker) -> CopyResult:
-        fresh = CopyResult(template_copy(record, None), "fallback")
-        return writer.choose(candidates, np.asarray(scores), record, fresh)
-
-    def repeats(result: CopyResult, record: ItemRecord = beaker) -> bool:
-        return copy_quality(result.copy, record).repeated_ngram_rate > 0
-
-    # the body restating the headline's name scores better, and loses to the copy that says the fact once
-    best = chosen([echo, plain], [-0.1, -0.5])
-    assert best.source == "generated" and best.copy.body == "Borosilicate glass that holds 250 ml."
-    # alone, it loses to the record's own sentences, which say as much without the echo
-    alone = chosen([echo], [-0.1])
-    assert alone.source == "fallback" and alone.reasons[-1] == EXTRACTIVE_FALLBACK and not repeats(alone)
-    # when the record's sentences echo the name too, the candidate is kept: a fact said twice beats no fact
-    echoing = dataclasses.replace(beaker, description="Kimble Glass Beaker of borosilicate glass, 250 ml capacity.")
-    kept = chosen([echo], [-0.1], echoing)
-    assert kept.source == "generated" and kept.copy.body.endswith("holds 250 ml.") and repeats(kept, echoing)
+    reading = [float(nll.mean()) for nll in writer.reading_nlls([f"{c.headline}. {c.body}" for c in (echo, plain)])]
+    share = copy_quality(echo, bare).repeated_ngram_rate
+    assert share > 0 and copy_quality(plain, bare).repeated_ngram_rate == 0
+    # no penalty set: a copy that repeats a phrase comes after every one that does not, however it reads
+    assert writer.repeat_penalty is None and writer.most_readable([echo, plain], bare) == 1
+    # with a penalty, the lower of reading + penalty x repeated share wins, at the penalty where they cross
+    crossing = (reading[1] - reading[0]) / share
+    writer.repeat_penalty = max(crossing, 0) + 1.0
+    assert writer.most_readable([echo, plain], bare) == 1
+    if crossing > 0:  # the echo reads better: below the crossing it is shipped
+        writer.repeat_penalty = crossing / 2
+        assert writer.most_readable([echo, plain], bare) == 0
+    writer.repeat_penalty = None
     # a copy that repeats itself and says nothing concrete is never shipped: the template answers
-    assert repeats(chosen([empty_echo], [-0.1], bare), bare) is False
-    assert chosen([empty_echo], [-0.1], bare).copy == template_copy(bare, None)
+    result = writer.choose([empty_echo], np.asarray([-0.1]), bare, CopyResult(template_copy(bare, None), "fallback"))
+    assert result.copy == template_copy(bare, None)
 
 
 def test_a_spent_time_budget_answers_with_the_template_flagged(writer_dir) -> None:
@@ -335,6 +335,8 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
                 "template": [template_copy(r, None) for r in RECORDS],
                 "small_model": list(TARGETS.values()),
             },
+            validation_pairs=pairs,
+            validation_baselines={"small_model": list(TARGETS.values())},
             facts=facts,
             work_dir=tmp_path / "work",
             results_dir=tmp_path / "results",
@@ -364,6 +366,14 @@ def test_the_benchmarks_pretrained_phase_scores_every_system_on_the_same_items(w
     live = added["pretrained_live"]
     assert live["requests"] == 3 and live["p99_ms"] >= live["p50_ms"] > 0 and 0 <= live["in_budget_rate"] <= 1
     assert [e["item_id"] for e in added["examples_first_three"]] == ["B01", "B02", "B03"]
+    # the repeat penalty is chosen on the validation items, among the grid, and the nightly batch's writer reads it
+    chosen = added["repeat_penalty"]
+    assert chosen["items"] == 3 and [row["repeat_penalty"] for row in chosen["grid"]] == list(REPEAT_PENALTIES)
+    within = [row for row in chosen["grid"] if row["repeat_ngram_rate"] < chosen["repeat_limit"]]
+    assert chosen["chosen"] == (min(within, key=lambda row: row["perplexity"])["repeat_penalty"] if within else None)
+    tuned_config = json.loads((tmp_path / "work" / "tuned" / "chat.json").read_text())
+    assert tuned_config["repeat_penalty"] == chosen["chosen"]
+    assert ChatCopyWriter(tmp_path / "work" / "tuned", facts).repeat_penalty == chosen["chosen"]
     # reused: the same graphs scored again, not retrained; refused when the training items differ
     tuned = tmp_path / "work" / "tuned" / COPY_DECODER
     written = tuned.stat().st_mtime_ns

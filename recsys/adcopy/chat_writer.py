@@ -1,11 +1,13 @@
 """Ad copy from a pretrained instruct model's ONNX decoder: batched decoding, the small writer's checks and fallback.
 
 `ChatCopyWriter.write(record, interest)` decodes `n` candidates for one item (the first greedy, the others
-sampled), keeps of those that parse, pass `check_copy` (grounded, no claims, within length) and have no catalogue
-boilerplate the most informative, then one that repeats no phrase, then the best-scored; when none of those
-states a fact beyond the name without repeating itself it answers with the record's own sentences if they do
-(`recsys.adcopy.extractive`), and otherwise with a passing candidate or the template, flagged, like
-`CopyWriter` (`ChatCopyWriter.choose` has the order).
+sampled) and keeps of those that parse, pass `check_copy` (grounded, no claims, within length) and have no catalogue
+boilerplate the informative ones (a fact beyond the name); beside them the record's own informative sentences
+(`recsys.adcopy.extractive`) are options too. Of the options it ships the one that reads most naturally: the
+lowest mean negative log-likelihood of the copy read alone by this writer's own decoder (no record, no prompt: as a
+shopper reads it), plus `repeat_penalty` per unit of its repeated-trigram share (`None`: a copy that repeats a
+phrase only when no option does not). Without an informative option a passing candidate that does not repeat
+itself answers, else the template, flagged, like `CopyWriter` (`ChatCopyWriter.choose` has the order).
 `write_many` does the same for many items at once, their prompts left-padded into one batch: the nightly
 batch's path. No torch: onnxruntime and `tokenizers` only.
 
@@ -14,7 +16,9 @@ A chat writer's folder (written by `training.adcopy.llama.export_chat_writer`):
 - `copy_decoder.onnx`: inputs `input_ids`, `attention_mask`, `past`; outputs `logits`, `present` (int8 when
   exported quantised; the float graph is then beside it as `copy_decoder_fp32.onnx`);
 - `tokenizer.json`: the model's own tokenizer;
-- `chat.json`: `{"format": "chat", "stop_ids": [...], "pad_id": ..., "model": ..., "quantised": ...}`.
+- `chat.json`: `{"format": "chat", "stop_ids": [...], "pad_id": ..., "model": ..., "quantised": ...}`, and
+  `"repeat_penalty"` when one was chosen for the writer (`training.bench.adcopy_pretrained` picks it on
+  validation items).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from recsys.adcopy.chat import parse_generated, record_prompt
-from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, check_copy
+from recsys.adcopy.checks import MAX_BODY, MAX_HEADLINE, Copy, as_text, check_copy
 from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK, informative_extractive_copies
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.quality import CopyQuality, copy_quality
@@ -40,7 +44,7 @@ from recsys.adcopy.template import template_copy
 from recsys.adcopy.writer import CopyResult, sample_top_k
 from recsys.bundle.layout import COPY_DECODER, COPY_TOKENIZER
 
-__all__ = ["BATCH_CANDIDATES", "CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Generation"]
+__all__ = ["BATCH_CANDIDATES", "CHAT_CONFIG", "FLOAT_DECODER", "ChatCopyWriter", "Draft", "Generation"]
 
 CHAT_CONFIG = "chat.json"
 FLOAT_DECODER = "copy_decoder_fp32.onnx"  # the float graph beside a quantised one
@@ -59,6 +63,16 @@ class Generation:
     finished: bool  # False when the deadline stopped decoding
     prompt_ms: float  # the prompt pass (prefill)
     step_ms: float  # median decoding step
+
+
+@dataclass
+class Draft:
+    """One item's unchecked candidates from a batch, and its share of the batch's decoding."""
+
+    texts: list[str]
+    scores: np.ndarray
+    steps: int
+    generate_ms: float
 
 
 class ChatCopyWriter:
@@ -80,11 +94,35 @@ class ChatCopyWriter:
         self.stop_ids = np.asarray(self.config["stop_ids"], dtype=np.int64)
         self.pad_id = int(self.config["pad_id"])
         self.facts = facts
+        # nats per token per unit of repeated-trigram share; None: a repeating copy only when nothing else informs
+        self.repeat_penalty: float | None = self.config.get("repeat_penalty")
         self.last_generation: Generation | None = None  # the latest write()'s decoding, for its timings
 
     def empty_cache(self, batch: int) -> np.ndarray:
         layers, two, heads, dim = self.cache_shape
         return np.zeros((layers, two, batch, heads, 0, dim), dtype=np.float32)
+
+    def reading_nlls(self, texts: Sequence[str], batch_size: int = 16) -> list[np.ndarray]:
+        """Per text, the negative log-likelihood of each token after the first under this decoder, the text read
+        alone (no prompt). Right-padded batches: a causal model's real tokens never see the pads."""
+        encoded = [self.tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
+        out: list[np.ndarray] = []
+        for start in range(0, len(encoded), batch_size):
+            batch = encoded[start : start + batch_size]
+            width = max(2, *(len(ids) for ids in batch))
+            ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, seq in enumerate(batch):
+                ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
+            logits, _ = self.session.run(
+                None, {"input_ids": ids, "attention_mask": mask, "past": self.empty_cache(len(batch))}
+            )
+            logits = logits[:, :-1].astype(np.float64)
+            shifted = logits - logits.max(axis=2, keepdims=True)
+            logprob = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
+            target = np.take_along_axis(logprob, ids[:, 1:, None], axis=2)[..., 0]
+            out += [-target[row, : max(len(seq) - 1, 0)] for row, seq in enumerate(batch)]
+        return out
 
     def generate(
         self,
@@ -162,16 +200,13 @@ class ChatCopyWriter:
     ) -> CopyResult:
         """What a reader gets most from into `result`, in this order:
 
-        1. a candidate that passes every check, is informative (states a fact of the record beyond its name) and
-           repeats no phrase (the best-scored of several);
-        2. the record's own sentences when they pass, are informative and repeat no phrase (source `fallback`,
-           reason `EXTRACTIVE_FALLBACK`);
-        3. the same two, repeating a phrase (most often the body restating the headline's name): a fact said
-           twice still beats no fact;
-        4. a passing candidate that says nothing concrete, unless it repeats itself too;
-        5. the template (`fallback`).
+        1. of the options that state a fact of the record beyond its name and pass every check (the candidates,
+           and the record's own sentences: source `fallback`, reason `EXTRACTIVE_FALLBACK`), the one that reads
+           most naturally (`most_readable`);
+        2. a passing candidate that says nothing concrete, unless it repeats itself too (best-scored first);
+        3. the template (`fallback`).
 
-        Several candidates per item are why the batch more often gets the first."""
+        Several candidates per item are why the batch more often gets a generated copy in the first."""
         passing: list[tuple[Copy, CopyQuality]] = []  # best-scored first
         for i in np.argsort(-scores, kind="stable"):
             candidate = result.candidate(parse_generated(texts[i])[0], max_headline, max_body)
@@ -183,19 +218,36 @@ class ChatCopyWriter:
                 passing.append((candidate, quality))
             else:
                 result.refuse(check, [f"catalogue boilerplate: {f}" for f in quality.boilerplate])
-        generated = [(copy, quality) for copy, quality in passing if quality.informative]
-        if fresh := [copy for copy, quality in generated if not quality.repeated_ngram_rate]:
-            return result.take(fresh[0])
+        generated = [copy for copy, quality in passing if quality.informative]
         extractive = informative_extractive_copies(record, result.interest, self.facts, max_headline, max_body)
-        if fresh := [copy for copy in extractive if not copy_quality(copy, record).repeated_ngram_rate]:
-            return result.fall_back(fresh[0], EXTRACTIVE_FALLBACK)
-        if generated:  # every informative candidate repeats a phrase, and so do the record's sentences
-            return result.take(generated[0][0])
-        if extractive:  # says more than an empty candidate or the template; still flagged fallback
-            return result.fall_back(extractive[0], EXTRACTIVE_FALLBACK)
+        if generated or extractive:
+            best = self.most_readable([*generated, *extractive], record)
+            if best < len(generated):
+                return result.take(generated[best])
+            return result.fall_back(extractive[best - len(generated)], EXTRACTIVE_FALLBACK)
         if empty := [copy for copy, quality in passing if not quality.repeated_ngram_rate]:
             return result.take(empty[0])
         return result.fall_back()
+
+    def most_readable(self, copies: Sequence[Copy], record: ItemRecord) -> int:
+        """The index of the copy that reads most naturally: the lowest mean negative log-likelihood per token of
+        the copy read alone (`reading_nlls`), plus `repeat_penalty` times its repeated-trigram share. Read alone
+        because a shopper reads the copy without the record, and a body that restates the headline's name is
+        predictable yet reads worse, which is what the penalty is for; with no penalty set, a copy that repeats
+        a phrase comes after every one that does not. Ties keep the earlier copy (candidates before the record's
+        sentences)."""
+        if len(copies) == 1:
+            return 0
+        reading = [float(nll.mean()) if len(nll) else np.inf for nll in self.reading_nlls([as_text(c) for c in copies])]
+        repeats = [copy_quality(copy, record).repeated_ngram_rate for copy in copies]
+        penalty = self.repeat_penalty
+
+        def cost(i: int) -> tuple[bool, float]:
+            if penalty is None:
+                return repeats[i] > 0, reading[i]
+            return False, reading[i] + penalty * repeats[i]
+
+        return min(range(len(copies)), key=cost)
 
     def write(
         self,
@@ -230,6 +282,36 @@ class ChatCopyWriter:
         result.generate_ms = (time.perf_counter() - started) * 1000
         return result
 
+    def draft_many(
+        self,
+        pairs: Sequence[tuple[ItemRecord, str | None]],
+        batch_size: int = 8,
+        n: int = BATCH_CANDIDATES,
+        max_new_tokens: int = 80,
+    ) -> list[Draft]:
+        """The unchecked candidates for many (item, interest) pairs, `batch_size` prompts per decoder batch."""
+        drafts = []
+        for start in range(0, len(pairs), batch_size):
+            batch = pairs[start : start + batch_size]
+            began = time.perf_counter()
+            generation = self.generate(
+                [record_prompt(record, interest) for record, interest in batch], n, max_new_tokens=max_new_tokens
+            )
+            share_ms = (time.perf_counter() - began) * 1000 / len(batch)
+            for k in range(len(batch)):
+                rows = slice(k * n, (k + 1) * n)
+                drafts.append(Draft(generation.texts[rows], generation.scores[rows], generation.steps, share_ms))
+        return drafts
+
+    def finish(self, pairs: Sequence[tuple[ItemRecord, str | None]], drafts: Sequence[Draft]) -> list[CopyResult]:
+        """Each pair's checked copy chosen from its draft (`choose`)."""
+        results = []
+        for (record, interest), draft in zip(pairs, drafts, strict=True):
+            result = CopyResult(template_copy(record, interest), "fallback", interest=interest)
+            result.tokens, result.candidates, result.generate_ms = draft.steps, len(draft.texts), draft.generate_ms
+            results.append(self.choose(draft.texts, draft.scores, record, result))
+        return results
+
     def write_many(
         self,
         pairs: Sequence[tuple[ItemRecord, str | None]],
@@ -238,17 +320,4 @@ class ChatCopyWriter:
         max_new_tokens: int = 80,
     ) -> list[CopyResult]:
         """Checked copy for many (item, interest) pairs, `batch_size` prompts per decoder batch."""
-        results = []
-        for start in range(0, len(pairs), batch_size):
-            batch = pairs[start : start + batch_size]
-            began = time.perf_counter()
-            generation = self.generate(
-                [record_prompt(record, interest) for record, interest in batch], n, max_new_tokens=max_new_tokens
-            )
-            share_ms = (time.perf_counter() - began) * 1000 / len(batch)
-            for k, (record, interest) in enumerate(batch):
-                result = CopyResult(template_copy(record, interest), "fallback", interest=interest)
-                result.tokens, result.candidates, result.generate_ms = generation.steps, n, share_ms
-                rows = slice(k * n, (k + 1) * n)
-                results.append(self.choose(generation.texts[rows], generation.scores[rows], record, result))
-        return results
+        return self.finish(pairs, self.draft_many(pairs, batch_size, n, max_new_tokens))

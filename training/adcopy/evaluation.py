@@ -38,28 +38,10 @@ def perplexity(judge: ChatCopyWriter, texts: Sequence[str], batch_size: int = 16
     """Fluency: the corpus perplexity of `texts` under the judge's language model, each text read on its own,
     exp(total negative log-likelihood / tokens predicted). The judge must be a model that did not write the
     texts (the base model before fine-tuning), or it rewards its own habits."""
-    encoded = [judge.tokenizer.encode(text, add_special_tokens=False).ids for text in texts]
-    encoded = [ids for ids in encoded if len(ids) >= 2]
-    if not encoded:
+    nlls = [nll for nll in judge.reading_nlls(texts, batch_size) if len(nll)]
+    if not nlls:
         raise ValueError("no text of two tokens or more to score")
-    nll, predicted = 0.0, 0
-    for start in range(0, len(encoded), batch_size):
-        batch = encoded[start : start + batch_size]
-        width = max(len(ids) for ids in batch)
-        ids = np.full((len(batch), width), judge.pad_id, dtype=np.int64)
-        mask = np.zeros_like(ids)
-        for row, seq in enumerate(batch):  # right padding: a causal model's real tokens never see the pads
-            ids[row, : len(seq)], mask[row, : len(seq)] = seq, 1
-        logits, _ = judge.session.run(
-            None, {"input_ids": ids, "attention_mask": mask, "past": judge.empty_cache(len(batch))}
-        )
-        logits = logits[:, :-1].astype(np.float64)
-        shifted = logits - logits.max(axis=2, keepdims=True)
-        logprob = shifted - np.log(np.exp(shifted).sum(axis=2, keepdims=True))
-        target = np.take_along_axis(logprob, ids[:, 1:, None], axis=2)[..., 0]
-        real = mask[:, 1:].astype(bool)
-        nll -= float(target[real].sum())
-        predicted += int(real.sum())
+    nll, predicted = sum(float(x.sum()) for x in nlls), sum(len(x) for x in nlls)
     return float(np.exp(nll / predicted))
 
 

@@ -10,11 +10,18 @@ Protocol additions (beside `training/bench/adcopy.py`'s):
 - Fluency: corpus perplexity of each system's copies (`headline. body`, read alone) under the base model's
   float graph before fine-tuning. The zero-shot row is judged by its own writer, so it is flattered.
 - Pretrained writers decode in batches of `batch_size` left-padded prompts, `candidates` per prompt (the first
-  greedy, the rest sampled), at most 80 new tokens, and keep the most informative candidate that passes the
-  checks, as the nightly batch does; with no informative one the record's own sentences answer when they pass
-  and are informative (`recsys.adcopy.extractive`), else a passing candidate, else the template. Each pretrained
-  row reports its fallback rate, the part of it that was the record's sentences, and the share of items whose
-  copy the model wrote and is informative.
+  greedy, the rest sampled), at most 80 new tokens, and ship, as the nightly batch does, of the informative
+  candidates that pass the checks and the record's own informative sentences (`recsys.adcopy.extractive`) the
+  one that reads most naturally to the writer (`ChatCopyWriter.most_readable`: its mean negative log-likelihood
+  read alone, plus a penalty per unit of repeated-trigram share); with none, a passing candidate, else the
+  template. Each pretrained row reports its fallback rate, the part of it that was the record's sentences, and
+  the share of items whose copy the model wrote and is informative.
+- The repeat penalty is chosen on validation items (training items the fine-tune never saw, with a buyer), not
+  on the held-out ones: the fine-tuned float writer drafts their candidates once, each penalty of
+  `REPEAT_PENALTIES` chooses from them, and the one with the lowest judged perplexity whose repeated-trigram
+  rate stays below every validation baseline's (the extractive rule's and the small model's) is kept (none
+  qualifying: no penalty, a repeating copy only when nothing else informs). It is written into the fine-tuned
+  writer's `chat.json`, so the nightly batch ships by the same rule, and every pretrained row here uses it.
 - Live: the fine-tuned int8 writer at batch 1 (one greedy candidate) with a 1 s budget, in process, on the
   first `live_items` held-out items: wall per copy (p50, p99), ms per decoding step, prompt (prefill) ms, share
   finished within the budget. The service keeps the small model live unless these meet p99 <= 1 s and >= 95%
@@ -32,18 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from recsys.adcopy.chat_writer import FLOAT_DECODER, ChatCopyWriter
-from recsys.adcopy.checks import Copy
+from recsys.adcopy.chat_writer import CHAT_CONFIG, FLOAT_DECODER, ChatCopyWriter
+from recsys.adcopy.checks import Copy, as_text
 from recsys.adcopy.extractive import EXTRACTIVE_FALLBACK
 from recsys.adcopy.facts import CatalogueFacts
 from recsys.adcopy.quality import copy_quality
 from recsys.adcopy.records import ItemRecord
 from recsys.adcopy.writer import CopyResult
 from recsys.runinfo import now_iso
-from training.adcopy.evaluation import as_text, perplexity, score_system, write_side_by_side
+from training.adcopy.evaluation import perplexity, score_system, write_side_by_side
 from training.adcopy.pretrained import PretrainedCopyConfig, train_pretrained_writer
 
 LIVE_BUDGET_S = 1.0
+# nats per token per unit of repeated-trigram share; None: a repeating copy only when no informative one does not
+REPEAT_PENALTIES: tuple[float | None, ...] = (0.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, None)
 SIDE_BY_SIDE_ITEMS = 40
 
 
@@ -90,6 +99,56 @@ def source_shares(results: Sequence[CopyResult], records: Sequence[ItemRecord]) 
         "extractive_fallback_rate": round(statistics.fmean(extractive), 4),
         "generated_informative_rate": round(statistics.fmean(own), 4),
     }
+
+
+def repeat_rate(copies: Sequence[Copy], records: Sequence[ItemRecord]) -> float:
+    return statistics.fmean(copy_quality(c, r).repeated_ngram_rate for c, r in zip(copies, records, strict=True))
+
+
+def choose_repeat_penalty(
+    writer: ChatCopyWriter,
+    judge: ChatCopyWriter,
+    pairs: Sequence[tuple[ItemRecord, str | None]],
+    baselines: dict[str, Sequence[Copy]],
+    batch_size: int,
+    candidates: int,
+) -> dict[str, Any]:
+    """The repeat penalty for `writer`, chosen on validation `pairs` (see the module docstring) and set on it;
+    with the grid's perplexity and repeated-trigram rate per penalty, and the limit (the lowest baseline rate)."""
+    if not pairs:
+        writer.repeat_penalty = None
+        return {"chosen": None, "items": 0, "grid": []}
+    records = [record for record, _ in pairs]
+    limit = min(repeat_rate(copies, records) for copies in baselines.values())
+    drafts = writer.draft_many(pairs, batch_size, n=candidates)
+    grid = []
+    for penalty in REPEAT_PENALTIES:
+        writer.repeat_penalty = penalty
+        copies = [result.copy for result in writer.finish(pairs, drafts)]
+        grid.append(
+            {
+                "repeat_penalty": penalty,
+                "perplexity": round(perplexity(judge, [as_text(c) for c in copies]), 2),
+                "repeat_ngram_rate": round(repeat_rate(copies, records), 4),
+            }
+        )
+    within = [row for row in grid if row["repeat_ngram_rate"] < limit]
+    writer.repeat_penalty = min(within, key=lambda row: row["perplexity"])["repeat_penalty"] if within else None
+    return {
+        "chosen": writer.repeat_penalty,
+        "items": len(pairs),
+        "repeat_limit": round(limit, 4),
+        "baselines": {name: round(repeat_rate(copies, records), 4) for name, copies in baselines.items()},
+        "grid": grid,
+    }
+
+
+def record_repeat_penalty(directory: Path, penalty: float | None) -> None:
+    """Write the chosen penalty into a chat writer's `chat.json`, where the nightly batch's writer reads it."""
+    config_path = Path(directory) / CHAT_CONFIG
+    config = json.loads(config_path.read_text())
+    config["repeat_penalty"] = penalty
+    config_path.write_text(json.dumps(config, indent=1) + "\n")
 
 
 def items_sha256(records: Sequence[ItemRecord]) -> str:
@@ -145,6 +204,8 @@ def pretrained_systems(
     eval_pairs: Sequence[tuple[ItemRecord, str | None]],
     references: Sequence[str],
     baseline_copies: dict[str, Sequence[Copy]],
+    validation_pairs: Sequence[tuple[ItemRecord, str | None]],
+    validation_baselines: dict[str, Sequence[Copy]],
     facts: CatalogueFacts,
     work_dir: Path,
     results_dir: Path,
@@ -155,7 +216,9 @@ def pretrained_systems(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train the pretrained writer, write copy for `eval_pairs` with each pretrained system, and score every
-    system (`baseline_copies` are the others', in `eval_pairs` order). Returns the document's additions.
+    system (`baseline_copies` are the others', in `eval_pairs` order). The repeat penalty is chosen first, on
+    `validation_pairs` (unseen training items; `validation_baselines` in their order) with the fine-tuned float
+    writer, and used by every pretrained writer. Returns the document's additions.
     `reuse`: score the writer a previous run trained in `work_dir` on the same training items (no harvest, no
     fine-tuning), so a change to how copy is chosen is measured on the same graphs in a fraction of the time."""
     trained = trained_writer(model, tokenizer, train_records, facts, work_dir, config, model_name, reuse, log)
@@ -165,13 +228,26 @@ def pretrained_systems(
         "pretrained_finetuned": ChatCopyWriter(tuned_dir, facts, threads=2, decoder=FLOAT_DECODER),
         "pretrained_finetuned_quantised": ChatCopyWriter(tuned_dir, facts, threads=2),
     }
+    judge = writers["pretrained_zero_shot"]  # the base model before fine-tuning, float
+    log(f"choosing the repeat penalty on {len(validation_pairs)} validation items")
+    selection = choose_repeat_penalty(
+        writers["pretrained_finetuned"],
+        judge,
+        validation_pairs,
+        validation_baselines,
+        config.batch_size,
+        config.candidates,
+    )
+    log(f"repeat penalty: {json.dumps(selection)}")
+    record_repeat_penalty(tuned_dir, selection["chosen"])
+    for writer in writers.values():
+        writer.repeat_penalty = selection["chosen"]
     results: dict[str, list[CopyResult]] = {}
     for name, writer in writers.items():
         log(f"writing held-out copy: {name}")
         results[name] = writer.write_many(list(eval_pairs), config.batch_size, n=config.candidates)
     copies = {**baseline_copies, **{name: [r.copy for r in rs] for name, rs in results.items()}}
     records = [record for record, _ in eval_pairs]
-    judge = writers["pretrained_zero_shot"]  # the base model before fine-tuning, float
     systems = {}
     for name, system_copies in copies.items():
         systems[name] = {
@@ -207,6 +283,7 @@ def pretrained_systems(
     return {
         "systems": systems,
         "pretrained": {key: value for key, value in trained.items() if key not in ("base_dir", "tuned_dir")},
+        "repeat_penalty": selection,
         "pretrained_live": {"model": f"{model_name} fine-tuned, int8", **live},
         "side_by_side": {"file": str(side_by_side.name), "key": str(key.name), "items": len(chosen)},
         "examples_first_three": examples,
