@@ -101,6 +101,15 @@ def test_the_adcopy_systems_table_shows_every_system_the_live_choice_and_the_fir
         "examples_first_three": [
             {"item_id": "B1", "name": "Beaker | 250 ml", "extractive": {"headline": "Beaker", "body": "Glass."}}
         ],
+        "repeat_penalty": {
+            "chosen": 8.0,
+            "items": 96,
+            "baselines": {"extractive": 0.039, "small_model": 0.0215},
+            "grid": [
+                {"repeat_penalty": 8.0, "perplexity": 107.37, "repeat_ngram_rate": 0.0117},
+                {"repeat_penalty": None, "perplexity": 108.55, "repeat_ngram_rate": 0.0163},
+            ],
+        },
     }
     (tmp_path / "adcopy.json").write_text(json.dumps(doc), encoding="utf-8")
     text = adcopy_systems(tmp_path)
@@ -108,3 +117,6 @@ def test_the_adcopy_systems_table_shows_every_system_the_live_choice_and_the_fir
     assert "| template | 40 |" in text and "tuned int8" in text and "1800" in text and "40.0%" in text
     assert "answered by: small model" in text and "p99 3.20 ms" in text
     assert "**Beaker | 250 ml** (`B1`)" in text and "extractive rule: “Beaker” — Glass." in text
+    assert "Repeat penalty: 8, chosen on 96 validation items" in text
+    assert "(extractive rule 3.9%, small model, span-constrained 2.1%)" in text
+    assert "8: 107.4, 1.2%; repeats last: 108.5, 1.6%." in text

@@ -1,10 +1,11 @@
 """Extractive copy: the item's name, an interest hook, then whole clean sentences of its own description.
 
-Two uses. It is the rule the small copy model's training targets follow (`training.adcopy.finetune`), and it is
-the pretrained writer's fallback before the template: when no generated candidate both passes the checks and
-states something concrete, the record's own sentences usually do (they are grounded by construction and still
-go through the same checks), where the template only names the item and its category. A marketer would ship
-the sentence that says "Fits the T25, T25x & T2025 staplers" over "A fit with your Staples picks".
+Two uses. It is the rule the small copy model's training targets follow (`training.adcopy.finetune`), and the
+record's own sentences are options beside the pretrained writer's candidates: when no candidate both passes the
+checks and states something concrete, or when the record's sentences read better than those that do, they answer
+(grounded by construction, and still through the same checks), where the template only names the item and its
+category. A marketer would ship the sentence that says "Fits the T25, T25x & T2025 staplers" over "A fit with
+your Staples picks".
 
 The fallback reads the description's opening first (what the model's prompt shows); when that says nothing
 concrete ("Anderson Metals brass fittings are made to last.") or says it twice, it takes the sentences further
@@ -23,7 +24,7 @@ from recsys.adcopy.records import ItemRecord
 
 __all__ = ["EXTRACTIVE_FALLBACK", "body_from", "extractive_copy", "fact_sentences", "informative_extractive_copies"]
 
-EXTRACTIVE_FALLBACK = "no informative candidate passed: the record's own sentences"
+EXTRACTIVE_FALLBACK = "the record's own sentences: no informative candidate passed, or they read better"
 
 
 def body_from(hook: str, sentences: Sequence[str], limit: int = MAX_BODY, *, skip_long: bool = False) -> str:

@@ -481,6 +481,23 @@ def adcopy_systems(results_dir: Path) -> str:
             f"parameters, {count(training.get('examples_seen'))} examples ({pct(training.get('epoch_share'), 0)} "
             f"of an epoch) in {secs(training.get('train_wall_s'))} s."
         )
+    selection = doc.get("repeat_penalty") or {}
+    if selection.get("grid"):
+        grid = "; ".join(
+            f"{'repeats last' if row['repeat_penalty'] is None else num(row['repeat_penalty'], 0)}: "
+            f"{num(row['perplexity'], 1)}, {pct(row['repeat_ngram_rate'])}"
+            for row in selection["grid"]
+        )
+        chosen = selection.get("chosen")
+        baselines = ", ".join(
+            f"{SYSTEM_LABELS.get(n, n)} {pct(r)}" for n, r in (selection.get("baselines") or {}).items()
+        )
+        notes.append(
+            f"Repeat penalty: {'repeats last' if chosen is None else num(chosen, 0)}, chosen on "
+            f"{count(selection.get('items'))} validation items (training items the fine-tune never saw) as the "
+            f"lowest perplexity whose repeated trigrams stay below every baseline's there ({baselines}); "
+            f"penalty: perplexity, repeats: {grid}."
+        )
     examples = doc.get("examples_first_three") or []
     if examples:
         lines = ["The first three held-out items by item ID:"]
