@@ -119,7 +119,8 @@ def choose_repeat_penalty(
         writer.repeat_penalty = None
         return {"chosen": None, "items": 0, "grid": []}
     records = [record for record, _ in pairs]
-    limit = min(repeat_rate(copies, records) for copies in baselines.values())
+    rates = {name: repeat_rate(copies, records) for name, copies in baselines.items()}
+    limit = min(rates.values())
     drafts = writer.draft_many(pairs, batch_size, n=candidates)
     grid = []
     for penalty in REPEAT_PENALTIES:
@@ -138,7 +139,7 @@ def choose_repeat_penalty(
         "chosen": writer.repeat_penalty,
         "items": len(pairs),
         "repeat_limit": round(limit, 4),
-        "baselines": {name: round(repeat_rate(copies, records), 4) for name, copies in baselines.items()},
+        "baselines": {name: round(rate, 4) for name, rate in rates.items()},
         "grid": grid,
     }
 
